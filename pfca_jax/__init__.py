@@ -1,0 +1,1 @@
+"""pfca-jax: Parameter-Free Channel Attention in JAX/Flax."""

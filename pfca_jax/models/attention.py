@@ -1,0 +1,184 @@
+"""Channel attention modules: PFCA and the baselines it is compared with.
+
+Every module maps an NHWC feature map to one of the same shape and dtype, and
+takes an optional ``channels`` so that a network that knows its widths can have
+bad widths rejected when the module is built rather than when it is traced.
+Definitions follow CONVENTIONS.md section 1.
+"""
+
+import functools
+import math
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+VARIANCES = ('unbiased', 'biased')
+
+
+def _check_nhwc(name: str, x: jax.Array, channels: int | None) -> None:
+  if x.ndim != 4:
+    raise ValueError(f'{name} expects an NHWC feature map (4 dims), got shape {x.shape}')
+  if channels is not None and x.shape[-1] != channels:
+    raise ValueError(f'{name} was built for channels={channels} but got input with {x.shape[-1]} channels')
+
+
+class Identity(nn.Module):
+  """The `none` attention: returns its input, so all variants share one code path."""
+  channels: int | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    _check_nhwc('none', x, self.channels)
+    return x
+
+
+class PFCA(nn.Module):
+  """Parameter-free channel attention.
+
+  With u the per-channel spatial mean, mu and var the mean and variance of u over
+  channels:  e = (u - mu)^2 / (4 (var + lam)) + 0.5,  y = x * sigmoid(e).
+
+  Since e >= 0.5 every channel keeps at least sigmoid(0.5) ~ 0.62 of its value, and
+  channels far from the channel mean in either direction are emphasised. The
+  statistics are computed in float32 whatever the input dtype; only the final
+  rescale runs in the input dtype. If it follows a BatchNorm whose scale starts at
+  zero, it sees an all-zero map at step 0: then var = 0, e = 0.5 everywhere and it
+  outputs zeros, which is harmless.
+
+  Attributes:
+    lam: the regulariser lambda added to the variance (must be > 0 so that a map
+      whose channels all have the same mean gives e = 0.5 rather than NaN).
+    variance: 'unbiased' divides the sum of squares by C - 1, 'biased' by C.
+    channels: the expected C, checked when given. C < 2 is rejected because the
+      unbiased variance of a single channel is undefined.
+  """
+  lam: float = 1e-4
+  variance: str = 'unbiased'
+  channels: int | None = None
+
+  def __post_init__(self):
+    if self.variance not in VARIANCES:
+      raise ValueError(f'PFCA variance={self.variance!r} is not one of {VARIANCES}')
+    if not self.lam > 0:
+      raise ValueError(f'PFCA lam={self.lam!r} must be > 0')
+    if self.channels is not None:
+      _check_min_channels(self.channels)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x):
+    _check_nhwc('PFCA', x, self.channels)
+    c = x.shape[-1]
+    _check_min_channels(c)
+    # dtype=float32 makes XLA accumulate in float32 inside the reduction rather
+    # than materialising a float32 copy of a bf16 activation.
+    u = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
+    d = jnp.square(u - jnp.mean(u, axis=-1, keepdims=True))
+    denom = c - 1 if self.variance == 'unbiased' else c
+    var = jnp.sum(d, axis=-1, keepdims=True) / denom
+    e = d / (4.0 * (var + self.lam)) + 0.5
+    return x * jax.nn.sigmoid(e).astype(x.dtype)[:, None, None, :]
+
+
+def _check_min_channels(c: int) -> None:
+  if c < 2:
+    raise ValueError(f'PFCA needs at least 2 channels to compute a channel variance, got C={c}')
+
+
+class SE(nn.Module):
+  """Squeeze-and-excitation: GAP -> Dense(C // r) -> ReLU -> Dense(C) -> sigmoid -> scale.
+
+  Both Dense layers have biases (Hu et al.; timm's SE-ResNet). The hidden width is
+  max(1, C // reduction) so that a narrow layer never gets a zero-width bottleneck.
+  Computes in the input dtype; parameters are float32.
+  """
+  reduction: int = 16
+  channels: int | None = None
+
+  def __post_init__(self):
+    if not (isinstance(self.reduction, int) and self.reduction >= 1):
+      raise ValueError(f'SE reduction={self.reduction!r} must be a positive integer')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x):
+    _check_nhwc('SE', x, self.channels)
+    c = x.shape[-1]
+    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+    s = nn.relu(nn.Dense(max(1, c // self.reduction), dtype=x.dtype, name='fc1')(s))
+    s = jax.nn.sigmoid(nn.Dense(c, dtype=x.dtype, name='fc2')(s))
+    return x * s[:, None, None, :]
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+  """ECA's adaptive kernel size: the odd number nearest above |(log2 C + b) / gamma|."""
+  t = int(abs((math.log2(channels) + b) / gamma))
+  return t if t % 2 else t + 1
+
+
+class ECA(nn.Module):
+  """Efficient channel attention: GAP -> 1-D conv across channels (no bias) -> sigmoid -> scale.
+
+  The kernel size k = eca_kernel_size(C) is fixed by C, so ECA adds k parameters.
+  """
+  channels: int | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    _check_nhwc('ECA', x, self.channels)
+    k = eca_kernel_size(x.shape[-1])
+    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+    # Channels become the 1-D "length" axis with a single feature.
+    s = nn.Conv(1, (k,), padding=(k - 1) // 2, use_bias=False, dtype=x.dtype, name='conv')(s[..., None])
+    return x * jax.nn.sigmoid(s[..., 0])[:, None, None, :]
+
+
+class SimAM(nn.Module):
+  """SimAM: the same energy as PFCA, but over the pixels of each channel.
+
+  d = (x - mean_hw x)^2,  e = d / (4 (sum_hw d / (H W - 1) + lam)) + 0.5,  y = x * sigmoid(e).
+
+  For a 1x1 map the reference divides 0 by 0; here H W - 1 is floored at 1, which
+  gives d = 0 and e = 0.5, the limit the formula has for any constant map.
+  """
+  lam: float = 1e-4
+  channels: int | None = None
+
+  def __post_init__(self):
+    if not self.lam > 0:
+      raise ValueError(f'SimAM lam={self.lam!r} must be > 0')
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x):
+    _check_nhwc('SimAM', x, self.channels)
+    n = max(x.shape[1] * x.shape[2] - 1, 1)
+    xf = x.astype(jnp.float32)
+    d = jnp.square(xf - jnp.mean(xf, axis=(1, 2), keepdims=True))
+    e = d / (4.0 * (jnp.sum(d, axis=(1, 2), keepdims=True) / n + self.lam)) + 0.5
+    return x * jax.nn.sigmoid(e).astype(x.dtype)
+
+
+ATTENTIONS: dict[str, Callable[..., nn.Module]] = {
+    'none': Identity,
+    'pfca': PFCA,
+    'se': SE,
+    'eca': ECA,
+    'simam': SimAM,
+}
+
+
+def get_attention(name: str, options: Mapping[str, Any] | None = None) -> Callable[..., nn.Module]:
+  """Returns a factory for attention `name` with `options` bound, validating both now."""
+  if name not in ATTENTIONS:
+    raise ValueError(f'unknown attention {name!r}; valid: {", ".join(ATTENTIONS)}')
+  cls = ATTENTIONS[name]
+  options = dict(options or {})
+  valid = [f for f in cls.__dataclass_fields__ if f not in ('parent', 'name', 'channels')]
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f'unknown option(s) {unknown} for attention {name!r}; valid: {valid or "none"}')
+  cls(**options)  # Runs the module's own value checks before any tracing.
+  return functools.partial(cls, **options)

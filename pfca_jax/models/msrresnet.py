@@ -1,0 +1,125 @@
+"""MSRResNet (modified SRResNet, BasicSR semantics) with attention in each residual block.
+
+Layout and init follow BasicSR's ``MSRResNet``: conv_first - LeakyReLU(0.1) -
+``body`` of residual blocks (conv-ReLU-conv, no BN) - pixel-shuffle upsampling
+(one x2/x3 step, or two x2 steps for x4) - conv_hr - LeakyReLU - conv_last, plus a
+global skip that bilinearly upsamples the input (align_corners=False). Convolution
+weights are Kaiming-normal (untruncated, fan_in, gain sqrt(2)) scaled by 0.1, with
+zero biases. Names mirror BasicSR, so ``body.3.conv2.weight`` is
+``params['body']['3']['conv2']['kernel']``.
+"""
+
+import functools
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pfca_jax.models.attention import get_attention
+
+ModuleDef = Any
+SCALES = (2, 3, 4)
+
+# Kaiming-normal has variance 2 / fan_in; scaling the weights by 0.1 scales it by 0.01.
+kaiming_x01 = nn.initializers.variance_scaling(2.0 * 0.1**2, 'fan_in', 'normal')
+
+
+def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
+  """NHWC pixel shuffle with PyTorch's channel order: channel c*r*r + i*r + j -> pixel (i, j) of c."""
+  n, h, w, crr = x.shape
+  c = crr // (r * r)
+  x = x.reshape(n, h, w, c, r, r)
+  x = x.transpose(0, 1, 4, 2, 5, 3)
+  return x.reshape(n, h * r, w * r, c)
+
+
+def upsample_bilinear(x: jax.Array, scale: int) -> jax.Array:
+  """Bilinear upsampling by an integer factor with align_corners=False semantics.
+
+  jax.image.resize samples at half-pixel centres like PyTorch; at the borders it
+  renormalises the triangle weights over the pixels that exist, which for
+  upsampling equals PyTorch's clamping of the source coordinate at 0.
+  """
+  n, h, w, c = x.shape
+  return jax.image.resize(x, (n, h * scale, w * scale, c), 'bilinear', antialias=False)
+
+
+class ResidualBlockNoBN(nn.Module):
+  """x + conv2(ReLU(conv1(x))), attention after conv2 (before the identity add)."""
+  features: int
+  conv: ModuleDef
+  attention: ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.conv(self.features, name='conv1')(x))
+    y = self.conv(self.features, name='conv2')(y)
+    y = self.attention(channels=self.features, name='attention')(y)
+    return x + y
+
+
+class Body(nn.Module):
+  """The residual blocks, named '0', '1', ... like BasicSR's make_layer Sequential."""
+  num_block: int
+  features: int
+  conv: ModuleDef
+  attention: ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    for i in range(self.num_block):
+      x = ResidualBlockNoBN(self.features, self.conv, self.attention, name=str(i))(x)
+    return x
+
+
+class MSRResNet(nn.Module):
+  """Attributes:
+    scale: upscaling factor, 2, 3 or 4.
+    num_feat, num_block, num_in_ch, num_out_ch: as in BasicSR (64, 16, 3, 3).
+    attention, attention_options: the attention in each residual block.
+    dtype: compute dtype; parameters stay float32 and the output is float32.
+  """
+  scale: int = 4
+  num_feat: int = 64
+  num_block: int = 16
+  num_in_ch: int = 3
+  num_out_ch: int = 3
+  attention: str = 'none'
+  attention_options: Mapping[str, Any] | None = None
+  dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    if self.scale not in SCALES:
+      raise ValueError(f'MSRResNet scale={self.scale!r} is not supported; valid: {SCALES}')
+    for field in ('num_feat', 'num_block', 'num_in_ch', 'num_out_ch'):
+      value = getattr(self, field)
+      if not (isinstance(value, int) and value >= (0 if field == 'num_block' else 1)):
+        raise ValueError(f'MSRResNet {field}={value!r} must be a positive integer')
+    if self.num_out_ch != self.num_in_ch:
+      raise ValueError(f'MSRResNet num_out_ch={self.num_out_ch} must equal num_in_ch={self.num_in_ch}: '
+                       'the global skip adds the upsampled input to the output')
+    get_attention(self.attention, self.attention_options)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # No BatchNorm or dropout: training and inference are the same function.
+    if x.ndim != 4 or x.shape[-1] != self.num_in_ch:
+      raise ValueError(f'MSRResNet expects NHWC input with {self.num_in_ch} channels, got shape {x.shape}')
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, dtype=self.dtype,
+                             kernel_init=kaiming_x01, bias_init=nn.initializers.zeros)
+    lrelu = functools.partial(nn.leaky_relu, negative_slope=0.1)
+    attention = get_attention(self.attention, self.attention_options)
+
+    inp = x.astype(self.dtype)
+    feat = lrelu(conv(self.num_feat, name='conv_first')(inp))
+    out = Body(self.num_block, self.num_feat, conv, attention, name='body')(feat)
+    if self.scale == 4:
+      out = lrelu(pixel_shuffle(conv(self.num_feat * 4, name='upconv1')(out), 2))
+      out = lrelu(pixel_shuffle(conv(self.num_feat * 4, name='upconv2')(out), 2))
+    else:
+      out = lrelu(pixel_shuffle(conv(self.num_feat * self.scale**2, name='upconv1')(out), self.scale))
+    out = conv(self.num_out_ch, name='conv_last')(lrelu(conv(self.num_feat, name='conv_hr')(out)))
+    base = upsample_bilinear(x.astype(jnp.float32), self.scale)
+    return out.astype(jnp.float32) + base
