@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--model', required=True, choices=list(models.MODELS), metavar='MODEL',
                       help=f'one of: {", ".join(models.MODELS)}')
   parser.add_argument('--attention', default='all',
-                      help=f'a name, a comma-separated list, or all (default). Names: {", ".join(ATTENTIONS)}')
+                      help=f'a name, a comma-separated list, or all (default); none is always included as the '
+                           f'baseline. Names: {", ".join(ATTENTIONS)}')
   parser.add_argument('--input-size', default=None,
                       help='input side N or HxW (default: 224 ImageNet, 32 CIFAR, 64 MSRResNet low-res input)')
   parser.add_argument('--batch-size', type=int, default=1)
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
 
   attentions = _parse_attentions(parser, args.attention)
+  if 'none' not in attentions:  # Growth is only meaningful against the plain network.
+    attentions.insert(0, 'none')
   size = _parse_size(parser, args.input_size or str(default_input_size(args.model)))
   if args.batch_size < 1:
     parser.error(f'--batch-size {args.batch_size} must be >= 1')
