@@ -5,15 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import apply_twice_under_jit
 
 from pfca_jax import models
 from pfca_jax.models import msrresnet
 from pfca_jax.models.attention import ATTENTIONS, PFCA
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trace_counter():
-  chex.clear_trace_counter()
 
 
 def np_pixel_shuffle_nchw(x, r):
@@ -119,14 +115,7 @@ def test_every_attention_under_jit_without_recompiling(attention):
   model = models.create('msrresnet', scale=2, num_block=2, attention=attention)
   x = jax.random.uniform(jax.random.key(0), (2, 6, 10, 3))
   variables = model.init(jax.random.key(0), x)
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def forward(v, inp):
-    return model.apply(v, inp, train=True)
-
-  y1 = forward(variables, x)
-  y2 = forward(variables, x + 0.5)
+  y1, y2 = apply_twice_under_jit(model, variables, x, x + 0.5, train=True)
   chex.assert_shape([y1, y2], (2, 12, 20, 3))
   chex.assert_tree_all_finite((y1, y2))
 

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import apply_twice_under_jit
 
 from pfca_jax import models
 from pfca_jax.models import resnet
@@ -18,12 +19,6 @@ def tiny(block, attention='none', **kw):
   kw.setdefault('stem', 'cifar')
   return resnet.ResNet(stage_sizes=(1, 1), block_cls=BLOCKS[block], widths=(8, 16), num_classes=10,
                        attention=attention, **kw)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_trace_counter():
-  # chex counts traces per function across tests; each test counts its own.
-  chex.clear_trace_counter()
 
 
 def perturbed(variables, seed=0):
@@ -46,25 +41,14 @@ def test_forward_under_jit_without_recompiling(attention, block, position):
   model = tiny(block, attention, attention_position=position)
   x = images()
   variables = model.init(jax.random.key(0), x)
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def forward(v, inp):
-    return model.apply(v, inp, train=False)
-
-  y1 = forward(variables, x)
-  y2 = forward(variables, images(seed=1))  # Same shapes: must reuse the compiled program.
+  # Same shapes: the second call must reuse the compiled program.
+  y1, y2 = apply_twice_under_jit(model, variables, x, images(seed=1), train=False)
   chex.assert_shape([y1, y2], (2, 10))
   chex.assert_tree_all_finite((y1, y2))
   assert not np.allclose(y1, y2)
 
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def train_forward(v, inp):
-    return model.apply(v, inp, train=True, mutable=['batch_stats'])
-
-  for seed in (0, 1):
-    logits, updates = train_forward(variables, images(seed=seed))
+  outputs = apply_twice_under_jit(model, variables, x, images(seed=1), train=True, mutable=['batch_stats'])
+  for logits, updates in outputs:
     chex.assert_shape(logits, (2, 10))
     chex.assert_trees_all_equal_shapes(updates['batch_stats'], variables['batch_stats'])
 
