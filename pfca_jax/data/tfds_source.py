@@ -1,0 +1,121 @@
+"""Reading prepared TFDS datasets: offline builders and per-process shares.
+
+Training machines may have no network, and on some of them a DNS lookup hangs
+for minutes, so nothing here may download or probe a remote bucket: a builder is
+opened from `data_dir` only, and a dataset that is not there fails at once with
+a `DatasetNotFoundError` that says how to prepare it.
+
+TensorFlow is only used for input pipelines; it is imported here, before any
+other module of the package touches it, and is denied the GPUs so that it never
+reserves accelerator memory that JAX needs.
+"""
+
+import math
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pfca_jax.errors import UserError
+
+
+def _hide_gpus_from_tensorflow() -> None:
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:
+    # TF was initialised earlier by someone else; whatever it holds is theirs to
+    # release, and failing to import the data pipeline would not help.
+    pass
+
+
+_hide_gpus_from_tensorflow()
+
+
+class DatasetNotFoundError(UserError):
+  """The dataset is not prepared in the data directory (the message says how to prepare it)."""
+
+
+def mock_data_active() -> bool:
+  """Whether `tfds.testing.mock_data` is in effect.
+
+  It replaces `DatasetBuilder.as_dataset` by a function local to `mock_data`;
+  the qualified name says so without touching any data.
+  """
+  return 'mock_data.<locals>' in getattr(tfds.core.DatasetBuilder.as_dataset, '__qualname__', '')
+
+
+def open_builder(name: str, data_dir: str | None, prepare_hint: str) -> tfds.core.DatasetBuilder:
+  """The builder of a dataset that is prepared in `data_dir` (or mocked by tfds.testing.mock_data).
+
+  Args:
+    name: the TFDS name, e.g. 'cifar100'.
+    data_dir: the TFDS data directory; None means TFDS's default one.
+    prepare_hint: how to prepare the dataset, with `{data_dir}` where the
+      directory goes; it ends the one-line error message.
+
+  Raises:
+    DatasetNotFoundError: the dataset (at the version this TFDS expects) is not
+      prepared there.
+  """
+  # try_gcs=False is the default of this TFDS, but it is what keeps `builder`
+  # from asking a public bucket about the dataset, so it is said explicitly.
+  builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+  if not builder.is_prepared() and not mock_data_active():
+    root = builder.data_dir_root
+    found = _prepared_versions(os.path.join(root, name))
+    elsewhere = f' (found only version(s) {", ".join(found)})' if found else ''
+    hint = prepare_hint.format(data_dir=root)
+    raise DatasetNotFoundError(
+        f"TFDS dataset '{name}' version {builder.version} is not prepared in data_dir '{root}'{elsewhere}. "
+        f'{hint}')
+  return builder
+
+
+def _prepared_versions(dataset_dir: str) -> list[str]:
+  """Versions with a dataset_info.json under a dataset folder, to tell a version mismatch from no data."""
+  if not os.path.isdir(dataset_dir):
+    return []
+  return sorted(v for v in os.listdir(dataset_dir)
+                if os.path.isfile(os.path.join(dataset_dir, v, 'dataset_info.json')))
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+  """Number of examples of a split or sub-split, with the available splits named when it is unknown.
+
+  Under mock_data the metadata has no split sizes and every sub-split yields the
+  whole mocked data, so only whole splits are accepted there, counted from the
+  mocked dataset's cardinality (which mock_data sets to its num_examples).
+  """
+  if mock_data_active():
+    if not isinstance(split, str) or not split.isidentifier():
+      raise ValueError(f'Split {split!r}: under tfds.testing.mock_data only whole splits can be read, since '
+                       'every sub-split yields all the mocked examples')
+    return int(builder.as_dataset(split=split).cardinality())
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError) as e:
+    available = ', '.join(sorted(builder.info.splits.keys()))
+    raise UserError(f"Split {split!r} of '{builder.name}' is not valid ({e}); available splits: {available}") from None
+
+
+def process_share(split: str, process_index: int, process_count: int, *, drop_remainder: bool):
+  """The sub-split that process `process_index` of `process_count` reads.
+
+  With `drop_remainder` every share has exactly N // process_count examples (the
+  last N % process_count are never read); without it the first N % process_count
+  shares hold one extra example, so together they cover the split exactly once.
+  A single process reads the split itself.
+  """
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} is not in [0, {process_count})')
+  if process_count == 1:
+    return split
+  if mock_data_active():
+    raise ValueError(f'{process_count} processes cannot read disjoint shares under tfds.testing.mock_data, '
+                     'which ignores sub-splits; write a small real dataset instead (pfca_jax.data.fake_data)')
+  return tfds.even_splits(split, n=process_count, drop_remainder=drop_remainder)[process_index]
+
+
+def largest_share(num: int, process_count: int) -> int:
+  """Size of the largest share of `num` examples split without drop (the first one's)."""
+  return math.ceil(num / process_count)
