@@ -1,7 +1,12 @@
-"""Helpers shared by the test modules."""
+"""Helpers shared by the test modules, and 8 simulated CPU devices for the sharding tests."""
 
-import chex
-import jax
+import os
+
+# Must precede the first import of jax anywhere in the test session.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+
+import chex  # noqa: E402
+import jax  # noqa: E402
 
 
 def apply_twice_under_jit(model, variables, x1, x2, **apply_kwargs):

@@ -1,0 +1,85 @@
+"""Optimisers and learning-rate schedules, chosen by name from the config.
+
+Weight decay is coupled, as in PyTorch's SGD: `wd * param` is added to the gradient before momentum,
+so the reference recipes (which decay every parameter, BN scales and biases included) carry over
+exactly. `weight_decay_on='kernels'` restricts it to conv and dense kernels.
+"""
+
+import math
+from typing import Callable
+
+import jax
+import optax
+
+SCHEDULES = ('step', 'cosine', 'constant')
+WEIGHT_DECAY_ON = ('all', 'kernels')
+
+
+def peak_learning_rate(config) -> float:
+  """The base rate scaled linearly with the global batch (lr 0.1 x batch / 256 for ImageNet)."""
+  return config.base_learning_rate * config.batch_size / config.lr_reference_batch_size
+
+
+def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+  """Linear warm-up (warmup_epochs) into a 'step', 'cosine' or 'constant' schedule, per optimiser step."""
+  if config.schedule not in SCHEDULES:
+    raise ValueError(f'unknown schedule {config.schedule!r}; valid: {", ".join(SCHEDULES)}')
+  peak = peak_learning_rate(config)
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  if config.schedule == 'step':
+    boundaries = {int(round(e * steps_per_epoch)): config.lr_decay_factor for e in config.lr_boundaries_epochs}
+    main = optax.piecewise_constant_schedule(peak, boundaries)
+  elif config.schedule == 'cosine':
+    main = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
+  else:
+    main = optax.constant_schedule(peak)
+  if warmup <= 0:
+    return main
+  if config.schedule == 'step':
+    # Boundaries count from the start of training, not from the end of the warm-up.
+    return lambda step: jax.numpy.where(step < warmup, peak * step / warmup, main(step))
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def _decay_mask(which: str) -> Callable:
+  if which == 'all':
+    return lambda params: jax.tree.map(lambda _: True, params)
+  return lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _sgd(config, schedule):
+  return optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
+
+
+def _adam(config, schedule):
+  return optax.adam(schedule, b1=config.get('adam_b1', 0.9), b2=config.get('adam_b2', 0.999))
+
+
+OPTIMIZERS: dict[str, Callable] = {'sgd': _sgd, 'adam': _adam}
+
+
+def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f'unknown optimizer {config.optimizer!r}; valid: {", ".join(OPTIMIZERS)}')
+  if config.weight_decay_on not in WEIGHT_DECAY_ON:
+    raise ValueError(f'unknown weight_decay_on {config.weight_decay_on!r}; valid: {", ".join(WEIGHT_DECAY_ON)}')
+  parts = []
+  if config.weight_decay:
+    parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask(config.weight_decay_on)))
+  parts.append(OPTIMIZERS[config.optimizer](config, schedule))
+  return optax.chain(*parts)
+
+
+def training_length(config, steps_per_epoch: int) -> int:
+  """num_train_steps when > 0, else num_epochs worth of steps (at least 1)."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
+
+
+def interval_steps(config, name: str, steps_per_epoch: int) -> int:
+  """config.<name>_steps when > 0, else config.<name>_epochs converted to steps (at least 1)."""
+  steps = config.get(f'{name}_steps', -1)
+  if steps > 0:
+    return int(steps)
+  return max(1, int(round(config.get(f'{name}_epochs') * steps_per_epoch)))

@@ -1,0 +1,77 @@
+"""The jitted train and eval steps, with their shardings and buffer donation.
+
+Both steps are task-agnostic: a task supplies `loss_fn(outputs, batch) -> (loss, metrics)` and
+`sums_fn(outputs, batch) -> {name: sum}`.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pfca_jax import sharding
+
+
+def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings, mesh):
+  """Returns step(state, batch) -> (state, metrics); the old state's buffers are donated."""
+
+  def step(state, batch):
+    def objective(params):
+      variables = {'params': params}
+      mutable = []
+      if state.batch_stats:
+        variables['batch_stats'] = state.batch_stats
+        mutable = ['batch_stats']
+      outputs, updates = state.apply_fn(variables, batch['image'], train=True, mutable=mutable)
+      loss, metrics = loss_fn(outputs, batch)
+      return loss, (metrics, updates)
+
+    (loss, (metrics, updates)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads)
+    if state.batch_stats:
+      new_state = new_state.replace(batch_stats=updates['batch_stats'])
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
+    return new_state, metrics
+
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharded(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+
+
+def _forward(state, batch):
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  return state.apply_fn(variables, batch['image'], train=False)
+
+
+class EvalStep:
+  """step(state, batch, totals) -> totals + this batch's sums, kept on device until the end."""
+
+  def __init__(self, sums_fn: Callable, state_shardings, mesh):
+    self._sums_fn = sums_fn
+    self._replicated = sharding.replicated(mesh)
+    self._step = jax.jit(lambda state, batch, totals: jax.tree.map(jnp.add, totals, sums_fn(_forward(state, batch), batch)),
+                         in_shardings=(state_shardings, sharding.batch_sharded(mesh), self._replicated),
+                         out_shardings=self._replicated, donate_argnums=(2,))
+
+  def zeros(self, state, batch):
+    """Zero totals of the right structure, found by tracing shapes only (nothing compiled for the model)."""
+    shapes = jax.eval_shape(lambda s, b: self._sums_fn(_forward(s, b), b), state, batch)
+    return jax.jit(lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                   out_shardings=self._replicated)()
+
+  def __call__(self, state, batch, totals):
+    return self._step(state, batch, totals)
+
+
+def evaluate(eval_step: EvalStep, state, batches) -> dict:
+  """Sums over every (already global) batch, returned on the host."""
+  totals = None
+  for batch in batches:
+    if totals is None:
+      totals = eval_step.zeros(state, batch)
+    totals = eval_step(state, batch, totals)
+  if totals is None:
+    raise ValueError('evaluation got no batches')
+  return jax.device_get(totals)
