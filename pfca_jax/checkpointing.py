@@ -1,0 +1,84 @@
+"""Orbax checkpoints in WORKDIR/checkpoints, and the preemption signal that asks for one.
+
+Each checkpoint holds the train state and a small JSON record (`meta`): the step, the data
+position's inputs (batch size, steps per epoch, seed), the best eval metrics so far and the
+accumulated wall time. Orbax writes into a temporary folder and renames it when complete, so a
+crash, a kill or a full disk during a save leaves the previous checkpoints restorable.
+"""
+
+import os
+import signal
+import threading
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  """Saves every call to `save` (the caller decides when), keeps the last `keep`."""
+
+  def __init__(self, workdir: str, keep: int):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')  # Orbax needs absolute paths.
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'meta'))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def restore(self, abstract_state):
+    """(state, meta) of the latest checkpoint placed as `abstract_state` says, or None when there is none."""
+    step = self._manager.latest_step()
+    if step is None:
+      return None
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return restored['state'], dict(restored['meta'])
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Starts an asynchronous save; the arrays are copied off the device before this returns."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-process: True on every process at the same step after any of them was told to stop."""
+    return self._manager.reached_preemption(step)
+
+  def close(self) -> None:
+    """Waits for saves in flight, so that the last one is complete on disk."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+class StopRequest:
+  """Turns SIGTERM (preemption, `kill`) and SIGINT (Ctrl-C) into a request to checkpoint and stop.
+
+  With one process the signals are caught here. With several, JAX's distributed runtime owns SIGTERM
+  and agrees on a common step (`Checkpoints.reached_preemption`): installing a Python handler would
+  take the signal away from it, so none is installed.
+  """
+
+  def __init__(self, checkpoints: Checkpoints):
+    self._checkpoints = checkpoints
+    self._flag = threading.Event()
+    self._previous = {}
+    self.signal_name = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+    if self._flag.is_set():  # A second Ctrl-C means now.
+      raise KeyboardInterrupt
+    self._flag.set()
+
+  def __call__(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self._checkpoints.reached_preemption(step)
+    return self._flag.is_set()
+
+  def restore_handlers(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}

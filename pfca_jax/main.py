@@ -1,0 +1,89 @@
+"""Command line: `python -m pfca_jax.main --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]`.
+
+Only parses flags, joins the processes of a multi-host run, and calls
+`pfca_jax.train.train_and_evaluate`. Mistakes in what was asked for end with one line on stderr
+and exit status 2; divergence with one line and status 3.
+"""
+
+import os
+import re
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+# XLA's own CPU convolutions instead of the YNNPACK path: ResNet-50 train steps 7.4 -> 5.0 s at batch 16
+# on a 2-core AVX-512 host (measured; ../shared/notes/cpu-performance.md has 1.45x). Only the CPU
+# backend reads it, and it must be set before the first computation initialises that backend.
+_CPU_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+if 'xla_cpu_experimental_ynn_fusion_type' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {_CPU_CONV_FLAG}'.strip()
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar100_resnet56.py[:ATTENTION].',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, TensorBoard events and results.json.')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'Join a multi-process run with jax.distributed.initialize: on; off; auto = on for Cloud TPU VMs with '
+    'several hosts or when --coordinator_address is given.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-process on CPU/GPU).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
+
+
+def _initialize_distributed() -> None:
+  import jax  # Only to join: no computation may run before jax.distributed.initialize.
+  multi_host_tpu = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  wanted = _DISTRIBUTED.value == 'on' or (_DISTRIBUTED.value == 'auto' and (multi_host_tpu or _COORDINATOR.value))
+  if wanted:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+
+
+def _one_line(error: Exception) -> str:
+  """Config-file errors arrive wrapped in a traceback's text: their last line is the cause."""
+  lines = [line.strip() for line in str(error).replace('\\n', '\n').splitlines() if line.strip()]
+  if any(line.startswith('Traceback') for line in lines):
+    lines = lines[-1:]
+  return ' '.join(lines) or type(error).__name__
+
+
+def _parse_flags(argv):
+  """absl's parser, with every flag or config mistake reported in one line (exit 2) instead of a traceback."""
+  try:
+    argv = flags.FLAGS(argv)
+    if _CONFIG.value is None:
+      print('error: --config is required, e.g. --config=configs/cifar100_resnet56.py', file=sys.stderr)
+      sys.exit(2)
+    _CONFIG.value.get('task')  # A config file that failed to load raises only when first used.
+    return argv
+  except (KeyError, AttributeError) as e:  # An unknown --config.FIELD.
+    field = re.findall(r"\w+", str(e))[:1] or ['?']
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    print(f"error: unknown config field {field[0]!r}" + (f"; did you mean {hint.group(1)!r}?" if hint else ''),
+          file=sys.stderr)
+  except Exception as e:  # noqa: BLE001 -- flags.Error and config-file errors alike.
+    print(f'error: {_one_line(e)}', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
+  logging.set_verbosity(logging.ERROR)  # Our progress goes to stdout; TFDS's info chatter does not.
+  _initialize_distributed()
+  from pfca_jax import reporting, train
+  from pfca_jax.validation import UserError
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  except reporting.TrainingDiverged as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(3)
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: no C++ log noise.
+  app.run(main, flags_parser=_parse_flags)

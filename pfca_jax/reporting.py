@@ -1,0 +1,106 @@
+"""What a run tells its user: console lines, TensorBoard scalars, results.json, and divergence.
+
+Train metrics stay on the device until a log step, so the host never waits on the step it just
+launched; they are then fetched together, checked for NaN/Inf (naming the first bad step) and
+averaged. Only process 0 prints and writes files.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from clu import metric_writers
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the gradient norm was not finite."""
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
+
+
+class Reporter:
+
+  def __init__(self, workdir: str, total_steps: int, global_batch: int, start_step: int):
+    self.is_main = jax.process_index() == 0
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
+    self.total_steps = total_steps
+    self.global_batch = global_batch
+    self._pending = []
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+    self.images_per_sec = float('nan')
+
+  def print(self, text: str) -> None:
+    if self.is_main:
+      print(text, flush=True)
+
+  def add_train(self, step: int, metrics) -> None:
+    """Keeps a step's metrics (device arrays) until the next `flush_train`."""
+    self._pending.append((step, metrics))
+
+  def check_finite(self) -> list:
+    """Fetches the pending metrics; raises TrainingDiverged at the first non-finite loss or grad norm."""
+    fetched = jax.device_get(self._pending)
+    for step, metrics in fetched:
+      for name in ('loss', 'grad_norm'):
+        value = float(metrics[name])
+        if not math.isfinite(value):
+          raise TrainingDiverged(f'{name} is {value} at step {step}: training stopped')
+    return fetched
+
+  def flush_train(self, step: int, pause_seconds: float = 0.0) -> dict:
+    """Checks and averages the pending metrics, writes train/* scalars, prints one line."""
+    fetched = self.check_finite()
+    self._pending = []
+    if not fetched:
+      return {}
+    now = time.perf_counter()
+    elapsed = now - self._last_time - pause_seconds
+    steps = step - self._last_step
+    self.images_per_sec = steps * self.global_batch / elapsed if elapsed > 0 else float('nan')
+    self._last_step, self._last_time = step, now
+    means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+    scalars = {f'train/{k}': v for k, v in means.items()}
+    scalars['train/images_per_sec'] = self.images_per_sec
+    self.writer.write_scalars(step, scalars)
+    eta = (self.total_steps - step) * elapsed / steps if steps else 0.0
+    self.print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f} | acc {means.get("accuracy", float("nan")):.4f} '
+               f'| lr {means["lr"]:.5f} | {self.images_per_sec:,.1f} img/s | ETA {_duration(eta)}')
+    return means
+
+  def write_eval(self, step: int, split: str, metrics: dict, seconds: float) -> None:
+    self.writer.write_scalars(step, {f'eval/{split}/{k}': v for k, v in metrics.items()})
+    shown = ' | '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in metrics.items())
+    self.print(f'eval {split} at step {step}: {shown} ({seconds:.1f} s)')
+
+  def close(self) -> None:
+    self.writer.flush()
+    self.writer.close()
+
+
+def write_results(workdir: str, results: dict) -> None:
+  """WORKDIR/results.json, written to a temporary file and renamed so a reader never sees half of it."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, 'results.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(results, f, indent=2, sort_keys=True, default=_jsonable)
+  os.replace(tmp, path)
+
+
+def _jsonable(value):
+  if isinstance(value, (np.generic,)):
+    return value.item()
+  if isinstance(value, tuple):
+    return list(value)
+  return str(value)
+

@@ -1,0 +1,158 @@
+"""The training loop: one function, `train_and_evaluate(config, workdir)`, for every task and device count.
+
+Order of work: everything that can fail because of what the user asked for (config values, device
+count, workdir, dataset, checkpoint compatibility) is checked before anything is compiled. Then the
+state is created (or restored) directly in its sharded placement and the loop runs: train steps are
+dispatched without waiting, their metrics fetched only at log steps; evaluation, checkpoints and the
+stop request (SIGTERM / preemption) are handled between steps.
+"""
+
+import functools
+import time
+
+import jax
+import ml_collections
+
+from pfca_jax import checkpointing, classification, data, models, optim, reporting, sharding, steps, train_state
+from pfca_jax.validation import UserError, check_training, check_workdir, create_model
+
+# Fields of the checkpoint's meta record that fix the data order: resuming with other values would
+# silently train on a different sequence of batches.
+DATA_POSITION_FIELDS = ('batch_size', 'steps_per_epoch', 'seed', 'dataset', 'train_split')
+
+
+def _eval_config(config) -> ml_collections.ConfigDict:
+  """The eval batch rounded up to a multiple of the device count: the extra slots are masked padding."""
+  devices = jax.device_count()
+  eval_config = config.copy_and_resolve_references()
+  eval_config.eval_batch_size = -(-config.eval_batch_size // devices) * devices
+  return eval_config
+
+
+def _check_resume(meta: dict, expected: dict, directory: str) -> None:
+  for field in DATA_POSITION_FIELDS:
+    if meta.get(field) != expected[field]:
+      raise UserError(f'the checkpoint in {directory} was written with {field}={meta.get(field)!r}, this run has '
+                      f'{expected[field]!r}: resuming would not continue the same run; use a new --workdir '
+                      'or the same settings')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates as `config` says; returns the final eval metrics (also in WORKDIR/results.json)."""
+  if config.task != 'classification':
+    raise UserError(f'unknown task {config.task!r}; valid: classification')
+  create_model(config)  # Names and options first: a typo costs no dataset access.
+  check_training(config)
+  sharding.check_batch_size('batch_size', config.batch_size)
+  workdir = check_workdir(workdir)
+  info = data.dataset_info(config)
+  model = create_model(config, num_classes=info.num_classes)
+  eval_config = _eval_config(config)
+
+  steps_per_epoch = data.steps_per_epoch(info, config)
+  if steps_per_epoch < 1:
+    raise UserError(f'batch_size={config.batch_size} is larger than the {info.num_train_examples} training '
+                    'examples: no full batch per epoch')
+  total_steps = optim.training_length(config, steps_per_epoch)
+  log_every = config.log_every_steps
+  eval_every = optim.interval_steps(config, 'eval_every', steps_per_epoch)
+  checkpoint_every = optim.interval_steps(config, 'checkpoint_every', steps_per_epoch)
+
+  mesh = sharding.create_mesh()
+  schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
+  tx = optim.create_optimizer(config, schedule)
+  input_shape = (1, *info.image_shape)
+  abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh)
+
+  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
+  expected_meta = {'batch_size': config.batch_size, 'steps_per_epoch': steps_per_epoch, 'seed': config.seed,
+                   'dataset': config.dataset, 'train_split': config.train_split}
+  restored = checkpoints.restore(abstract)
+  if restored is None:
+    state = train_state.create_state(model, tx, input_shape, config.seed, state_shardings)
+    meta = dict(expected_meta, best={}, wall_time_s=0.0)
+  else:
+    state, meta = restored
+    _check_resume(meta, expected_meta, checkpoints.directory)
+  start_step = int(state.step)
+  num_params = models.count_params(state.params)
+
+  reporter = reporting.Reporter(workdir, total_steps, config.batch_size, start_step)
+  reporter.print(f'{config.model.name} + {config.model.attention}: {num_params:,} parameters, '
+                 f'{jax.device_count()} device(s) over {jax.process_count()} process(es), '
+                 f'{steps_per_epoch} steps/epoch, {total_steps} steps'
+                 + (f', resuming at step {start_step}' if start_step else ''))
+  if start_step == 0:
+    reporter.writer.write_hparams({k: str(v) for k, v in config.to_dict().items() if not isinstance(v, dict)})
+
+  train_step = steps.make_train_step(
+      functools.partial(classification.train_loss, label_smoothing=config.label_smoothing),
+      schedule, state_shardings, mesh)
+  eval_step = steps.EvalStep(classification.eval_sums, state_shardings, mesh)
+  batch_sharding = sharding.batch_sharded(mesh)
+
+  def run_eval(step: int) -> dict:
+    t0 = time.perf_counter()
+    batches, _ = data.eval_iterator(eval_config, info)
+    sums = steps.evaluate(eval_step, state, sharding.prefetch_to_devices(batches, batch_sharding))
+    metrics = classification.eval_metrics(sums)
+    seconds = time.perf_counter() - t0
+    reporter.write_eval(step, config.eval_split, metrics, seconds)
+    return {f'eval/{config.eval_split}/{k}': v for k, v in metrics.items()}, seconds
+
+  stop_requested = checkpointing.StopRequest(checkpoints)
+  final, step, session_start = {}, start_step, time.time()
+  try:
+    batches = sharding.prefetch_to_devices(data.train_iterator(config, info, start_step=start_step), batch_sharding)
+    paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
+    while step < total_steps:
+      state, metrics = train_step(state, next(batches))
+      step += 1
+      reporter.add_train(step, metrics)
+      stop = stop_requested(step)
+      last = step == total_steps
+      if step % log_every == 0 or last or stop:
+        reporter.flush_train(step, paused)
+        paused = 0.0
+      if step % eval_every == 0 or last:
+        final, seconds = run_eval(step)
+        paused += seconds
+        meta['best'] = _best(meta['best'], final)
+      if step % checkpoint_every == 0 or last or stop:
+        reporter.check_finite()  # Never save a state that has already diverged.
+        meta['wall_time_s'] += time.time() - session_start
+        session_start = time.time()
+        checkpoints.save(step, state, dict(meta, step=step))
+      if stop:
+        reporter.print(f'{stop_requested.signal_name or "preemption"}: checkpoint of step {step} saved in '
+                       f'{checkpoints.directory}; rerun the same command to resume')
+        return final
+    if not final:  # Resumed a finished run: report its metrics again.
+      final, _ = run_eval(step)
+  except reporting.TrainingDiverged as e:
+    last_good = checkpoints.latest_step()
+    raise reporting.TrainingDiverged(
+        f'{e}; the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
+        else f'{e}; no checkpoint had been saved yet') from None
+  finally:
+    stop_requested.restore_handlers()
+    checkpoints.close()
+    reporter.close()
+
+  results = {'final': final, 'best': meta['best'], 'params': num_params, 'steps': step,
+             'wall_time_s': meta['wall_time_s'] + time.time() - session_start,
+             'config': config.to_dict(), 'devices': jax.device_count(), 'processes': jax.process_count()}
+  reporting.write_results(workdir, results)
+  return final
+
+
+def _best(best: dict, current: dict) -> dict:
+  """Per metric, the best value seen: highest for accuracies, lowest for losses."""
+  merged = dict(best)
+  for name, value in current.items():
+    if name.endswith('/examples'):
+      continue
+    lower_is_better = name.endswith('/loss')
+    if name not in merged or (value < merged[name] if lower_is_better else value > merged[name]):
+      merged[name] = value
+  return merged
