@@ -1,0 +1,184 @@
+"""End to end under tfds.testing.mock_data on 8 simulated devices: train_and_evaluate writes
+checkpoints, TensorBoard events and results.json; SIGTERM checkpoints and resuming is exact;
+bad inputs fail at start with one line."""
+
+import glob
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pfca_jax import checkpointing, data, train
+from pfca_jax.validation import UserError
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def load_config(name, arg=None, **overrides):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config.lock()
+  for key, value in overrides.items():
+    target = config
+    *path, leaf = key.split('.')
+    for part in path:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+def tiny_cifar(**overrides):
+  settings = dict(batch_size=16, eval_batch_size=16, num_train_steps=4, log_every_steps=2,
+                  eval_every_steps=4, checkpoint_every_steps=2, shuffle_buffer_size=64)
+  settings.update(overrides)
+  return load_config('cifar100_resnet20', 'pfca', **settings)
+
+
+@pytest.fixture(autouse=True)
+def synchronous_checkpoints(monkeypatch):
+  # tfds.testing.mock_data patches epath globally while a dataset is being built, and would redirect
+  # the rename that ends an asynchronous orbax save running at that moment: tests save synchronously.
+  save = checkpointing.Checkpoints.save
+
+  def save_and_wait(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    self._manager.wait_until_finished()
+
+  monkeypatch.setattr(checkpointing.Checkpoints, 'save', save_and_wait)
+
+
+@pytest.fixture
+def mock_cifar():
+  with tfds.testing.mock_data(num_examples=40):
+    yield
+
+
+def scalar_tags(workdir):
+  tags = set()
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.add(value.tag)
+  return tags
+
+
+def saved_params(workdir, step):
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return restored['state']
+
+
+def test_cifar100_end_to_end(tmp_path, mock_cifar):
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(tiny_cifar(), workdir)
+  results = json.load(open(os.path.join(workdir, 'results.json')))
+  assert results['final'] == final
+  assert results['steps'] == 4 and results['params'] == 278_324 and results['devices'] == 8
+  assert results['final']['eval/test/examples'] == 40
+  assert 0.0 <= results['final']['eval/test/top1'] <= results['final']['eval/test/top5'] <= 1.0
+  assert results['best']['eval/test/top1'] == results['final']['eval/test/top1']
+  assert results['config']['model']['attention'] == 'pfca' and results['wall_time_s'] > 0
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+  tags = scalar_tags(workdir)
+  for tag in ('train/loss', 'train/accuracy', 'train/lr', 'train/grad_norm', 'train/images_per_sec',
+              'eval/test/top1', 'eval/test/top5'):
+    assert tag in tags, (tag, tags)
+
+
+def test_imagenet_end_to_end(tmp_path):
+  config = load_config('imagenet_resnet18', 'se', batch_size=8, eval_batch_size=8, num_train_steps=2,
+                       log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2, image_size=32,
+                       eval_resize_size=36, shuffle_buffer_size=16)
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=12):  # Mocked ImageNet JPEGs have random sizes.
+    final = train.train_and_evaluate(config, workdir)
+  assert final['eval/validation/examples'] == 12
+  results = json.load(open(os.path.join(workdir, 'results.json')))
+  assert results['params'] == 11_689_512 + 2 * sum(2 * c * c // 16 + c // 16 + c for c in (64, 128, 256, 512))
+  assert 'eval/validation/top5' in scalar_tags(workdir)
+
+
+def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, mock_cifar, monkeypatch):
+  straight = str(tmp_path / 'straight')
+  train.train_and_evaluate(tiny_cifar(checkpoint_every_steps=100), straight)
+
+  # Interrupted: SIGTERM arrives while the 3rd batch is being prepared; the loop finishes that
+  # step, checkpoints it and returns.
+  original = data.train_iterator
+
+  def interrupted_iterator(config, info, start_step=0):
+    for i, batch in enumerate(original(config, info, start_step=start_step)):
+      if start_step == 0 and i == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  resumed = str(tmp_path / 'resumed')
+  monkeypatch.setattr(data, 'train_iterator', interrupted_iterator)
+  train.train_and_evaluate(tiny_cifar(checkpoint_every_steps=100), resumed)
+  steps_saved = sorted(int(s) for s in os.listdir(os.path.join(resumed, 'checkpoints')))
+  assert steps_saved and steps_saved[-1] < 4, steps_saved
+  assert not os.path.exists(os.path.join(resumed, 'results.json'))
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Handlers are given back.
+
+  train.train_and_evaluate(tiny_cifar(checkpoint_every_steps=100), resumed)
+  a, b = saved_params(straight, 4), saved_params(resumed, 4)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert json.load(open(os.path.join(resumed, 'results.json')))['steps'] == 4
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path, mock_cifar):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_cifar(num_train_steps=2, eval_every_steps=2), workdir)
+  with pytest.raises(UserError, match='batch_size=16.*this run has 8'):
+    train.train_and_evaluate(tiny_cifar(batch_size=8), workdir)
+
+
+def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, mock_cifar):
+  workdir = str(tmp_path / 'run')
+  config = tiny_cifar(base_learning_rate=1e30, num_train_steps=6, checkpoint_every_steps=1, log_every_steps=1)
+  with pytest.raises(train.reporting.TrainingDiverged, match=r'is (nan|inf) at step \d+.*last good checkpoint'):
+    train.train_and_evaluate(config, workdir)
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
+  if manager.latest_step() is not None:
+    params = saved_params(workdir, manager.latest_step())
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'batch_size': 12}, 'batch_size=12 is not a positive multiple of the device count 8'),
+    ({'model.name': 'resnet51'}, "unknown model 'resnet51'; valid: resnet18"),
+    ({'model.attention': 'cbam'}, "unknown attention 'cbam'; valid: none, pfca, se, eca, simam"),
+    ({'optimizer': 'lamb'}, "unknown optimizer 'lamb'; valid: sgd, adam"),
+    ({'schedule': 'linear'}, "unknown schedule 'linear'; valid: step, cosine, constant"),
+    ({'model.attention_options': 'lam'}, "attention_options item 'lam' is not key=value"),
+    ({'model.attention_options': 'reduction=4'}, "unknown option(s) ['reduction'] for attention 'pfca'"),
+])
+def test_bad_config_fails_at_start_in_one_line(tmp_path, overrides, message):
+  with pytest.raises(UserError) as err:
+    train.train_and_evaluate(tiny_cifar(**overrides), str(tmp_path / 'run'))
+  assert message in str(err.value) and '\n' not in str(err.value)
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_non_writable_workdir(tmp_path, mock_cifar):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a folder')
+  with pytest.raises(UserError, match='is not writable'):
+    train.train_and_evaluate(tiny_cifar(), str(blocker / 'run'))
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path):
+  config = tiny_cifar(data_dir=str(tmp_path / 'no_data'))
+  with pytest.raises(UserError) as err:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert 'cifar100' in str(err.value) and 'tfds build' in str(err.value) and '\n' not in str(err.value)
