@@ -21,20 +21,7 @@ from pfca_jax import config_defaults
 
 
 def get_config(arg=None):
-  config = config_defaults.classification()
+  config = config_defaults.imagenet()
   config.model.name = 'resnet18'
   config_defaults.apply_attention_arg(config, arg)
-
-  config.dataset = 'imagenet2012'
-  config.eval_split = 'validation'
-  config.image_size = 224
-  config.cache_train = False          # 1.28M JPEGs do not fit in memory.
-  config.batch_size = 256
-  config.eval_batch_size = 500
-  config.num_epochs = 100.0
-  config.base_learning_rate = 0.1     # At lr_reference_batch_size = 256.
-  config.lr_reference_batch_size = 256
-  config.lr_boundaries_epochs = (30, 60, 90)
-  config.weight_decay = 1e-4
-  config.log_every_steps = 100
   return config

@@ -68,6 +68,24 @@ def classification() -> ml_collections.ConfigDict:
   return c
 
 
+def imagenet() -> ml_collections.ConfigDict:
+  """The ImageNet recipe of CONVENTIONS.md section 3 on top of `classification()`; the model is set by each config."""
+  c = classification()
+  c.model.name = 'resnet50'
+  c.dataset = 'imagenet2012'
+  c.eval_split = 'validation'
+  c.image_size = 224
+  c.cache_train = False               # 1.28M JPEGs do not fit in memory.
+  c.batch_size = 256
+  c.eval_batch_size = 500
+  c.num_epochs = 100.0
+  c.base_learning_rate = 0.1          # At lr_reference_batch_size = 256: lr = 0.1 x batch / 256.
+  c.lr_reference_batch_size = 256
+  c.lr_boundaries_epochs = (30, 60, 90)
+  c.weight_decay = 1e-4
+  return c
+
+
 def apply_attention_arg(config: ml_collections.ConfigDict, arg: str | None) -> None:
   """`--config=FILE.py:ATTENTION` selects the attention; an unknown name fails while parsing flags."""
   if arg:
