@@ -1,13 +1,18 @@
-"""Classification: the loss, the train metrics and the masked evaluation sums.
+"""Classification: the loss, the train metrics, the masked evaluation sums, and the task the trainer runs.
 
 Evaluation returns sums, not means, with padded examples (mask 0) contributing nothing, so that
 adding the sums of every batch and dividing by the count of real examples gives the exact metric
 over the whole split whatever the batch size and device count.
 """
 
+import time
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from pfca_jax import data, sharding, steps
+from pfca_jax.validation import create_model
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -51,3 +56,49 @@ def eval_metrics(sums: dict) -> dict:
     raise ValueError('evaluation saw no examples')
   return {'top1': float(sums['top1']) / count, 'top5': float(sums['top5']) / count,
           'loss': float(sums['loss']) / count, 'examples': count}
+
+
+class ClassificationTask:
+  """What `train_and_evaluate` needs from a task: data, model, loss and evaluation (CIFAR-100, ImageNet)."""
+  input_key = 'image'
+
+  def __init__(self, config):
+    self.config = config
+    create_model(config)  # Names and options first: a typo costs no dataset access.
+
+  def open_data(self) -> None:
+    """Reads the dataset's metadata (raising DatasetNotFoundError when it is not prepared)."""
+    self.info = data.dataset_info(self.config)
+
+  def create_model(self):
+    return create_model(self.config, num_classes=self.info.num_classes)
+
+  def input_shape(self) -> tuple:
+    return (1, *self.info.image_shape)
+
+  def steps_per_epoch(self) -> int:
+    return data.steps_per_epoch(self.info, self.config)
+
+  def train_batches(self, start_step: int):
+    return data.train_iterator(self.config, self.info, start_step=start_step)
+
+  def loss(self, outputs, batch):
+    return train_loss(outputs, batch, self.config.label_smoothing)
+
+  def build_eval(self, state_shardings, mesh) -> None:
+    # The eval batch rounded up to a multiple of the device count: the extra slots are masked padding.
+    self._eval_config = self.config.copy_and_resolve_references()
+    devices = jax.device_count()
+    self._eval_config.eval_batch_size = -(-self.config.eval_batch_size // devices) * devices
+    self._eval_step = steps.EvalStep(eval_sums, state_shardings, mesh)
+    self._batch_sharding = sharding.batch_sharded(mesh)
+
+  def evaluate(self, state, step: int, reporter) -> dict:
+    """Top-1/top-5/loss over every example of config.eval_split, as {'eval/<split>/<name>': value}."""
+    t0 = time.perf_counter()
+    batches, _ = data.eval_iterator(self._eval_config, self.info)
+    sums = steps.evaluate(self._eval_step, state, sharding.prefetch_to_devices(batches, self._batch_sharding))
+    metrics = eval_metrics(sums)
+    split = self.config.eval_split
+    reporter.write_eval(step, split, metrics, time.perf_counter() - t0)
+    return {f'eval/{split}/{k}': v for k, v in metrics.items()}

@@ -13,7 +13,7 @@ import optax
 from pfca_jax import sharding
 
 
-def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings, mesh):
+def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings, mesh, input_key: str = 'image'):
   """Returns step(state, batch) -> (state, metrics); the old state's buffers are donated."""
 
   def step(state, batch):
@@ -23,7 +23,7 @@ def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings
       if state.batch_stats:
         variables['batch_stats'] = state.batch_stats
         mutable = ['batch_stats']
-      outputs, updates = state.apply_fn(variables, batch['image'], train=True, mutable=mutable)
+      outputs, updates = state.apply_fn(variables, batch[input_key], train=True, mutable=mutable)
       loss, metrics = loss_fn(outputs, batch)
       return loss, (metrics, updates)
 

@@ -7,26 +7,20 @@ dispatched without waiting, their metrics fetched only at log steps; evaluation,
 stop request (SIGTERM / preemption) are handled between steps.
 """
 
-import functools
 import time
 
 import jax
 import ml_collections
 
-from pfca_jax import checkpointing, classification, data, models, optim, reporting, sharding, steps, train_state
-from pfca_jax.validation import UserError, check_training, check_workdir, create_model
+from pfca_jax import checkpointing, classification, models, optim, reporting, sharding, steps, train_state
+from pfca_jax.validation import UserError, check_training, check_workdir
+
+# config.task -> the task's data, model, loss and evaluation.
+TASKS = {'classification': classification.ClassificationTask}
 
 # Fields of the checkpoint's meta record that fix the data order: resuming with other values would
 # silently train on a different sequence of batches.
 DATA_POSITION_FIELDS = ('batch_size', 'steps_per_epoch', 'seed', 'dataset', 'train_split')
-
-
-def _eval_config(config) -> ml_collections.ConfigDict:
-  """The eval batch rounded up to a multiple of the device count: the extra slots are masked padding."""
-  devices = jax.device_count()
-  eval_config = config.copy_and_resolve_references()
-  eval_config.eval_batch_size = -(-config.eval_batch_size // devices) * devices
-  return eval_config
 
 
 def _check_resume(meta: dict, expected: dict, directory: str) -> None:
@@ -39,20 +33,16 @@ def _check_resume(meta: dict, expected: dict, directory: str) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates as `config` says; returns the final eval metrics (also in WORKDIR/results.json)."""
-  if config.task != 'classification':
-    raise UserError(f'unknown task {config.task!r}; valid: classification')
-  create_model(config)  # Names and options first: a typo costs no dataset access.
+  if config.task not in TASKS:
+    raise UserError(f'unknown task {config.task!r}; valid: {", ".join(TASKS)}')
+  task = TASKS[config.task](config)
   check_training(config)
   sharding.check_batch_size('batch_size', config.batch_size)
   workdir = check_workdir(workdir)
-  info = data.dataset_info(config)
-  model = create_model(config, num_classes=info.num_classes)
-  eval_config = _eval_config(config)
+  task.open_data()
+  model = task.create_model()
 
-  steps_per_epoch = data.steps_per_epoch(info, config)
-  if steps_per_epoch < 1:
-    raise UserError(f'batch_size={config.batch_size} is larger than the {info.num_train_examples} training '
-                    'examples: no full batch per epoch')
+  steps_per_epoch = task.steps_per_epoch()
   total_steps = optim.training_length(config, steps_per_epoch)
   log_every = config.log_every_steps
   eval_every = optim.interval_steps(config, 'eval_every', steps_per_epoch)
@@ -61,7 +51,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.create_mesh()
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
   tx = optim.create_optimizer(config, schedule)
-  input_shape = (1, *info.image_shape)
+  input_shape = task.input_shape()
   abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh)
 
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
@@ -85,25 +75,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if start_step == 0:
     reporter.writer.write_hparams({k: str(v) for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
-  train_step = steps.make_train_step(
-      functools.partial(classification.train_loss, label_smoothing=config.label_smoothing),
-      schedule, state_shardings, mesh)
-  eval_step = steps.EvalStep(classification.eval_sums, state_shardings, mesh)
+  train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key)
+  task.build_eval(state_shardings, mesh)
   batch_sharding = sharding.batch_sharded(mesh)
 
-  def run_eval(step: int) -> dict:
+  def run_eval(step: int):
     t0 = time.perf_counter()
-    batches, _ = data.eval_iterator(eval_config, info)
-    sums = steps.evaluate(eval_step, state, sharding.prefetch_to_devices(batches, batch_sharding))
-    metrics = classification.eval_metrics(sums)
-    seconds = time.perf_counter() - t0
-    reporter.write_eval(step, config.eval_split, metrics, seconds)
-    return {f'eval/{config.eval_split}/{k}': v for k, v in metrics.items()}, seconds
+    return task.evaluate(state, step, reporter), time.perf_counter() - t0
 
   stop_requested = checkpointing.StopRequest(checkpoints)
   final, step, session_start = {}, start_step, time.time()
   try:
-    batches = sharding.prefetch_to_devices(data.train_iterator(config, info, start_step=start_step), batch_sharding)
+    batches = sharding.prefetch_to_devices(task.train_batches(start_step), batch_sharding)
     paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
     while step < total_steps:
       state, metrics = train_step(state, next(batches))
