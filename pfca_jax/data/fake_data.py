@@ -57,6 +57,25 @@ def write_fake_dataset(name: str, data_dir: str, splits: Mapping[str, Sequence[E
       download_config=tfds.download.DownloadConfig(num_shards=num_shards))
 
 
+def write_fake_div2k(data_dir: str, scale: int, splits: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
+                     num_shards: int = 2) -> None:
+  """Prepares TFDS `div2k/bicubic_x{scale}` in `data_dir` with {split: [(lr uint8, hr uint8), ...]}."""
+
+  class FakeDiv2k(tfds.builder_cls('div2k'), skip_registration=True):
+    name = 'div2k'
+
+    def _split_generators(self, dl_manager):
+      del dl_manager  # Nothing to download.
+      return {split: self._examples(pairs) for split, pairs in splits.items()}
+
+    def _examples(self, pairs):
+      for index, (lr, hr) in enumerate(pairs):
+        yield index, {'lr': lr, 'hr': hr}
+
+  FakeDiv2k(config=f'bicubic_x{scale}', data_dir=data_dir).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(num_shards=num_shards))
+
+
 def _fill_features(features, index: int, image: np.ndarray, label: int) -> dict:
   example = {}
   for key, feature in features.items():

@@ -1,0 +1,249 @@
+"""Super-resolution input pipelines: DIV2K from prepared TFDS data, benchmark folders.
+
+    info = dataset_info(config)
+    train = train_iterator(config, info, start_step=step)   # infinite, resumable, {'lr', 'hr'} patches
+    for pair in eval_images(config): ...                    # full DIV2K validation images, uint8
+    for pair in folder_images(hr_dir, scale, downscale=imresize): ...   # Set5, Set14, ...
+
+The training pipeline follows the classification one (pfca_jax.data.classification)
+and shares its determinism design: every epoch's order and every example's
+augmentation come from stateless seeds of (config.seed, epoch, process_index,
+position in the epoch), so a resumed run yields bit-identical batches.
+"""
+
+import dataclasses
+import itertools
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pfca_jax.data import tfds_source
+# The classification module's seeding, batching and checking helpers are the
+# shared determinism machinery; reusing them keeps both pipelines resuming alike.
+from pfca_jax.data.classification import (_epoch_seeds, _exactly, _local_batch_size, _process_index_count,
+                                          _read_options)
+from pfca_jax.data.sr_folders import crop_pair, folder_images, mod_crop  # noqa: F401 (re-exported)
+from pfca_jax.errors import UserError
+
+Batch = dict[str, np.ndarray]
+
+SCALES = (2, 3, 4)
+PREPARE_HINT = ('Prepare it with `tfds build div2k/bicubic_x{scale} --data_dir={{data_dir}}` on a machine with '
+                'network (about 4 GB of downloads per scale), or copy a prepared div2k/ folder into {{data_dir}}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class SRInfo:
+  """What the trainer needs to know before reading any example; patch sides are in pixels."""
+  num_train_examples: int
+  scale: int
+  lr_patch: int
+  hr_patch: int
+
+
+def _check_config(config) -> None:
+  if config.dataset != 'div2k':
+    raise UserError(f"Unknown super-resolution dataset {config.dataset!r}; supported datasets: div2k")
+  if config.scale not in SCALES:
+    raise UserError(f'config.scale={config.scale!r} must be one of {SCALES} (the bicubic DIV2K configs)')
+  if config.hr_patch_size <= 0 or config.hr_patch_size % config.scale:
+    raise UserError(f'config.hr_patch_size={config.hr_patch_size} must be a positive multiple of '
+                    f'config.scale={config.scale}, so the LR patch has a whole number of pixels')
+  if config.patches_per_image < 1:
+    raise UserError(f'config.patches_per_image={config.patches_per_image} must be at least 1')
+
+
+def tfds_name(scale: int) -> str:
+  return f'div2k/bicubic_x{scale}'
+
+
+def _open(config) -> tfds.core.DatasetBuilder:
+  _check_config(config)
+  return tfds_source.open_builder(tfds_name(config.scale), config.data_dir,
+                                  PREPARE_HINT.format(scale=config.scale))
+
+
+def dataset_info(config) -> SRInfo:
+  """Sizes of the DIV2K train split and of the patches, from the prepared data's metadata only.
+
+  Raises:
+    UserError: bad dataset, scale, patch size or split.
+    DatasetNotFoundError: div2k/bicubic_x{scale} is not prepared in config.data_dir.
+  """
+  builder = _open(config)
+  return SRInfo(num_train_examples=tfds_source.num_examples(builder, config.train_split), scale=config.scale,
+                lr_patch=config.hr_patch_size // config.scale, hr_patch=config.hr_patch_size)
+
+
+def steps_per_epoch(info: SRInfo, config, *, process_count: int | None = None) -> int:
+  """Global steps in one epoch: every image of a process's share cropped config.patches_per_image times.
+
+  An epoch is patches_per_image passes (BasicSR's dataset_enlarge_ratio) so that
+  DIV2K's 800 images make more than 50 steps of 16, rather than restarting the
+  pipeline (and draining the shuffle buffer) every 50 steps.
+  """
+  _, process_count = _process_index_count(0, process_count)
+  local_batch = _local_batch_size(config.batch_size, process_count, 'batch_size')
+  steps = (info.num_train_examples // process_count * config.patches_per_image) // local_batch
+  if steps == 0:
+    raise UserError(f'One epoch ({info.num_train_examples} images x config.patches_per_image='
+                    f'{config.patches_per_image} over {process_count} processes) is smaller than one batch '
+                    f'(config.batch_size={config.batch_size})')
+  return steps
+
+
+def _read_pairs(builder, split, *, shuffle_seed: int | None) -> tf.data.Dataset:
+  """{'lr', 'hr'} still PNG-encoded, in file order, shuffled by file when a seed is given."""
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=_read_options())
+  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
+                            decoders={'lr': tfds.decode.SkipDecoding(), 'hr': tfds.decode.SkipDecoding()})
+
+
+def _decode(pair):
+  return {key: tf.io.decode_png(pair[key], channels=3) if pair[key].dtype == tf.string else pair[key]
+          for key in ('lr', 'hr')}
+
+
+def _cached_decoded(builder, split) -> tf.data.Dataset:
+  """The split's pairs decoded to uint8 and cached in memory when first read in full.
+
+  Memory: the whole share of decoded pairs. DIV2K's 800 train HR images are
+  about 6.2 GB as uint8, plus HR / scale^2 for LR: ~6.6 GB at x4, ~6.9 GB at
+  x3, ~7.8 GB at x2 (divided by the process count). Every epoch is built on the
+  returned object, so PNGs are decoded once per run; shuffle buffers then hold
+  references to the cached tensors, not copies.
+  """
+  return _read_pairs(builder, split, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+
+
+def random_patch_pair(lr: tf.Tensor, hr: tf.Tensor, seed: tf.Tensor, *, scale: int, lr_patch: int
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Aligned random LR/HR patches with the same random flips and transpose, uint8.
+
+  The position is drawn on the LR grid and multiplied by the scale for HR, so
+  the HR patch covers exactly the LR patch's area (what BasicSR's
+  paired_random_crop does). Then horizontal flip, vertical flip and transpose,
+  each with probability 1/2 and the same draw for both images: together they
+  give the 8 symmetries of the square (flips and 90-degree rotations).
+  """
+  top_seed, left_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  lr_shape = tf.shape(lr)
+  tf.debugging.assert_greater_equal(
+      tf.shape(hr)[:2], lr_shape[:2] * scale, message='DIV2K HR image smaller than scale x its LR image')
+  tf.debugging.assert_greater_equal(lr_shape[:2], lr_patch, message='DIV2K LR image smaller than the LR patch')
+  # Uniform over the valid positions [0, side - patch] of each axis.
+  top, left = (tf.random.stateless_uniform([], axis_seed, minval=0, maxval=lr_shape[axis] - lr_patch + 1,
+                                           dtype=tf.int32)
+               for axis, axis_seed in enumerate((top_seed, left_seed)))
+  lr = tf.slice(lr, [top, left, 0], [lr_patch, lr_patch, 3])
+  hr_patch = lr_patch * scale
+  hr = tf.slice(hr, [top * scale, left * scale, 0], [hr_patch, hr_patch, 3])
+  flips = tf.random.stateless_uniform([3], flip_seed) < 0.5
+
+  def augment(image):
+    image = tf.cond(flips[0], lambda: tf.reverse(image, [1]), lambda: image)
+    image = tf.cond(flips[1], lambda: tf.reverse(image, [0]), lambda: image)
+    return tf.cond(flips[2], lambda: tf.transpose(image, [1, 0, 2]), lambda: image)
+
+  return augment(lr), augment(hr)
+
+
+def _train_epoch(pairs: tf.data.Dataset, config, info: SRInfo, *, shuffle_seed: int, augment_seed: np.ndarray,
+                 skip_examples: int, local_batch: int) -> tf.data.Dataset:
+  """Shuffled patch batches of one epoch (patches_per_image passes), from example `skip_examples` on.
+
+  Example i of the epoch is cropped and augmented with fold_in(augment_seed, i),
+  i counted before the skip, so the pixels do not depend on parallelism or on
+  where the run resumed. The skip comes before decoding.
+  """
+  ds = pairs.repeat(config.patches_per_image)
+  ds = ds.shuffle(config.shuffle_buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
+  ds = ds.enumerate().skip(skip_examples)
+  augment_seed = tf.constant(augment_seed)
+
+  def preprocess(index, pair):
+    pair = _decode(pair)
+    seed = tf.random.experimental.stateless_fold_in(augment_seed, index)
+    lr, hr = random_patch_pair(pair['lr'], pair['hr'], seed, scale=info.scale, lr_patch=info.lr_patch)
+    return {'lr': tf.cast(lr, tf.float32) / 255.0, 'hr': tf.cast(hr, tf.float32) / 255.0}
+
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_read_options())
+
+
+def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: int | None = None,
+                   process_count: int | None = None) -> Iterator[Batch]:
+  """Infinite per-process batches {'lr': float32 (B, lp, lp, 3), 'hr': float32 (B, hp, hp, 3)} in [0, 1].
+
+  B = config.batch_size // process_count. Epoch e covers this process's share
+  of the train split (N // process_count images) config.patches_per_image
+  times, in an order that depends only on (config.seed, e, process_index): file
+  order and shuffle buffer are seeded from them (with config.cache_train the
+  file order is the cached one and only the buffer shuffles). Each epoch yields
+  exactly steps_per_epoch batches; the last incomplete one is dropped.
+
+  Batch k of this iterator is bit-identical to batch start_step + k of one
+  started at step 0: it skips (start_step % steps_per_epoch) * B examples of
+  epoch start_step // steps_per_epoch before decoding them.
+
+  Shuffle buffer memory: without the cache it holds encoded PNG pairs, ~4.5 MB
+  each for DIV2K (so config.shuffle_buffer_size of 800 is ~3.6 GB); with it,
+  references into the cache.
+  """
+  if start_step < 0:
+    raise ValueError(f'start_step must be >= 0, got {start_step}')
+  process_index, process_count = _process_index_count(process_index, process_count)
+  spe = steps_per_epoch(info, config, process_count=process_count)
+  local_batch = config.batch_size // process_count
+  builder = _open(config)
+  if (info.scale, info.hr_patch) != (config.scale, config.hr_patch_size):
+    raise ValueError(f'info {info} was not made from this config (scale {config.scale}, '
+                     f'hr_patch_size {config.hr_patch_size})')
+  share = tfds_source.process_share(config.train_split, process_index, process_count, drop_remainder=True)
+  if tfds_source.num_examples(builder, share) != info.num_train_examples // process_count:
+    raise ValueError(f'The train split of div2k in {config.data_dir} does not have the {info.num_train_examples} '
+                     'examples `info` says; was `info` made from another config?')
+  if config.cache_train:
+    cached = _cached_decoded(builder, share)
+    read_epoch = lambda files_seed: cached
+  else:
+    read_epoch = lambda files_seed: _read_pairs(builder, share, shuffle_seed=files_seed)
+
+  first_epoch, skip_batches = divmod(start_step, spe)
+  for epoch in itertools.count(first_epoch):
+    files_seed, shuffle_seed, augment_seed = _epoch_seeds(config.seed, epoch, process_index)
+    ds = _train_epoch(read_epoch(files_seed), config, info, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
+                      skip_examples=skip_batches * local_batch, local_batch=local_batch)
+    yield from _exactly(ds.as_numpy_iterator(), spe - skip_batches, f'div2k train epoch {epoch}')
+    skip_batches = 0
+
+
+def eval_images(config, split: str | None = None, *, process_index: int | None = None,
+                process_count: int | None = None) -> Iterator[dict]:
+  """This process's share of full images {'lr': uint8 HxWx3, 'hr': uint8 (sH)x(sW)x3, 'name': str}.
+
+  split defaults to config.eval_split. The split is shared without drop (the
+  first N % process_count processes get one more image) so together the
+  processes see each image once; images have different sizes, so they are
+  not batched. HR is mod-cropped to a multiple of the scale and LR cropped to
+  HR / scale. TFDS's div2k stores no file names, so 'name' is
+  '{split}_{index:04d}', index counting in the split's stored order across
+  all processes.
+  """
+  process_index, process_count = _process_index_count(process_index, process_count)
+  split = config.eval_split if split is None else split
+  builder = _open(config)
+  tfds_source.num_examples(builder, split)  # A one-line UserError naming the valid splits if it is unknown.
+  share = tfds_source.process_share(split, process_index, process_count, drop_remainder=False)
+  # Shares are contiguous, so this one starts after the sizes of the earlier ones.
+  first = sum(tfds_source.num_examples(builder, tfds_source.process_share(split, i, process_count,
+                                                                          drop_remainder=False))
+              for i in range(process_index))
+  ds = _read_pairs(builder, share, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.prefetch(2).with_options(_read_options())
+  # A generator of its own, so that a missing dataset or bad split fails at the call, not at the first image.
+  return (crop_pair(pair['lr'], pair['hr'], config.scale, f'{split}_{index:04d}')
+          for index, pair in enumerate(ds.as_numpy_iterator(), start=first))
