@@ -86,6 +86,65 @@ def imagenet() -> ml_collections.ConfigDict:
   return c
 
 
+def super_resolution(scale: int) -> ml_collections.ConfigDict:
+  """The DIV2K MSRResNet recipe of CONVENTIONS.md section 3 (BasicSR's), with every field commented."""
+  c = ml_collections.ConfigDict()
+  c.task = 'super_resolution'         # L1 loss on aligned LR/HR patches; PSNR/SSIM evaluation on full images.
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'msrresnet'          # The only super-resolution model.
+  c.model.attention = 'none'          # none | pfca | se | eca | simam, after conv2 of each residual block.
+  c.model.attention_options = ''      # 'key=value,...' options of the attention, e.g. 'lam=1e-3'.
+  c.model.dtype = 'float32'           # Compute dtype; parameters stay float32.
+  c.model.num_feat = 64               # Feature channels (BasicSR: 64).
+  c.model.num_block = 16              # Residual blocks (BasicSR: 16).
+
+  c.dataset = 'div2k'                 # TFDS div2k/bicubic_x{scale}: 800 train, 100 validation pairs.
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.
+  c.scale = scale                     # Upscaling factor: 2, 3 or 4.
+  c.train_split = 'train'
+  c.eval_split = 'validation'         # DIV2K images 801-900, evaluated whole.
+  c.hr_patch_size = {2: 64, 3: 96, 4: 128}[scale]  # HR side of the training patches (LR: / scale).
+  c.patches_per_image = 100           # Patches drawn from each image per epoch (BasicSR's enlarge ratio).
+  c.shuffle_buffer_size = 2_000       # Examples in tf.data's shuffle buffer (per process).
+  c.cache_train = False               # Keep decoded DIV2K train pairs in memory (x4: ~6.5 GB).
+
+  c.batch_size = 16                   # Global batch of patch pairs.
+  c.num_train_steps = 1_000_000       # Iterations, not epochs.
+  c.num_epochs = 0.0                  # Unused while num_train_steps > 0.
+
+  c.optimizer = 'adam'
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.99
+  c.base_learning_rate = 2e-4         # At lr_reference_batch_size; scaled linearly with batch_size.
+  c.lr_reference_batch_size = 16
+  c.schedule = 'cosine_restarts'      # Cosine annealing restarted at the end of each period.
+  c.lr_restart_periods = (250_000, 250_000, 250_000, 250_000)  # Steps per cosine cycle.
+  c.lr_min = 1e-7                     # eta_min: the rate at the end of each cycle.
+  c.lr_boundaries_epochs = ()         # Unused by cosine_restarts (step schedule only).
+  c.lr_decay_factor = 0.1
+  c.warmup_epochs = 0.0
+  c.momentum = 0.9                    # Unused by adam.
+  c.nesterov = False
+  c.weight_decay = 0.0                # BasicSR trains MSRResNet without weight decay.
+  c.weight_decay_on = 'all'
+
+  c.eval_folders = ''                 # Comma-separated benchmark folders of HR images, each 'HR_DIR' or 'HR_DIR|LR_DIR'.
+  c.eval_max_images = -1              # Evaluate only the first N images of each set (-1: all).
+  c.eval_tile = 160                   # LR side of the tiles large images are processed in.
+  c.eval_tile_overlap = 40            # LR context discarded at inner tile edges (MSRResNet's receptive radius ~35).
+  c.eval_num_samples = 3              # LR/bicubic/SR/HR comparison images written per set and evaluation.
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 5_000
+  c.eval_every_epochs = 0.0
+  c.checkpoint_every_steps = 5_000
+  c.checkpoint_every_epochs = 0.0
+  c.keep_checkpoints = 3
+  c.seed = 0
+  return c
+
+
 def apply_attention_arg(config: ml_collections.ConfigDict, arg: str | None) -> None:
   """`--config=FILE.py:ATTENTION` selects the attention; an unknown name fails while parsing flags."""
   if arg:

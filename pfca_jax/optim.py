@@ -9,9 +9,10 @@ import math
 from typing import Callable
 
 import jax
+import numpy as np
 import optax
 
-SCHEDULES = ('step', 'cosine', 'constant')
+SCHEDULES = ('step', 'cosine', 'cosine_restarts', 'constant')
 WEIGHT_DECAY_ON = ('all', 'kernels')
 
 
@@ -31,6 +32,11 @@ def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Sch
     main = optax.piecewise_constant_schedule(peak, boundaries)
   elif config.schedule == 'cosine':
     main = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
+  elif config.schedule == 'cosine_restarts':
+    # Each period anneals from the peak to lr_min, then the rate jumps back (SGDR, BasicSR's CosineAnnealingRestartLR).
+    periods = [int(p) for p in config.lr_restart_periods]
+    cycles = [optax.cosine_decay_schedule(peak, p, alpha=config.lr_min / peak) for p in periods]
+    main = optax.join_schedules(cycles, list(np.cumsum(periods)[:-1]))
   else:
     main = optax.constant_schedule(peak)
   if warmup <= 0:

@@ -30,6 +30,7 @@ class Reporter:
 
   def __init__(self, workdir: str, total_steps: int, global_batch: int, start_step: int):
     self.is_main = jax.process_index() == 0
+    self.workdir = workdir
     self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
     self.total_steps = total_steps
     self.global_batch = global_batch
@@ -72,14 +73,26 @@ class Reporter:
     scalars['train/images_per_sec'] = self.images_per_sec
     self.writer.write_scalars(step, scalars)
     eta = (self.total_steps - step) * elapsed / steps if steps else 0.0
-    self.print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f} | acc {means.get("accuracy", float("nan")):.4f} '
-               f'| lr {means["lr"]:.5f} | {self.images_per_sec:,.1f} img/s | ETA {_duration(eta)}')
+    task_metrics = ''.join(f' | {"acc" if k == "accuracy" else k} {v:.4f}' for k, v in means.items()
+                           if k not in ('loss', 'lr', 'grad_norm'))
+    self.print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f}{task_metrics} | lr {means["lr"]:.3g} '
+               f'| {self.images_per_sec:,.1f} img/s | ETA {_duration(eta)}')
     return means
 
   def write_eval(self, step: int, split: str, metrics: dict, seconds: float) -> None:
     self.writer.write_scalars(step, {f'eval/{split}/{k}': v for k, v in metrics.items()})
     shown = ' | '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in metrics.items())
     self.print(f'eval {split} at step {step}: {shown} ({seconds:.1f} s)')
+
+  def write_image(self, step: int, name: str, image: np.ndarray) -> None:
+    """A uint8 HxWx3 image to TensorBoard and to WORKDIR/<name>_step<step>.png."""
+    if not self.is_main:
+      return
+    self.writer.write_images(step, {name: image[None]})
+    path = os.path.join(self.workdir, f'{name}_step{step}.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    from PIL import Image  # Only evaluation that writes samples needs it.
+    Image.fromarray(image).save(path)
 
   def close(self) -> None:
     self.writer.flush()

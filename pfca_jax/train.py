@@ -12,11 +12,13 @@ import time
 import jax
 import ml_collections
 
-from pfca_jax import checkpointing, classification, models, optim, reporting, sharding, steps, train_state
+from pfca_jax import (checkpointing, classification, models, optim, reporting, sharding, steps, super_resolution,
+                      train_state)
 from pfca_jax.validation import UserError, check_training, check_workdir
 
 # config.task -> the task's data, model, loss and evaluation.
-TASKS = {'classification': classification.ClassificationTask}
+TASKS = {'classification': classification.ClassificationTask,
+         'super_resolution': super_resolution.SuperResolutionTask}
 
 # Fields of the checkpoint's meta record that fix the data order: resuming with other values would
 # silently train on a different sequence of batches.

@@ -32,7 +32,9 @@ def model_options(config) -> dict:
   m = config.model
   options = {'attention': m.attention, 'dtype': m.dtype,
              'attention_options': parse_options(m.attention_options) or None}
-  if m.name != 'msrresnet':
+  if m.name == 'msrresnet':
+    options.update(num_feat=m.num_feat, num_block=m.num_block)
+  else:
     options.update(attention_position=m.attention_position, zero_init_last_bn=m.zero_init_last_bn)
   return options
 

@@ -1,0 +1,142 @@
+"""Super-resolution: the L1 loss and the BasicSR-faithful evaluation, as the task the trainer runs.
+
+Evaluation works on whole images, one at a time, in overlapping tiles of one fixed shape (so one
+compiled program serves every image and memory stays bounded). The output is clipped to [0, 255]
+and rounded like a saved 8-bit image, then scored with PSNR/SSIM on the BT.601 Y channel after
+cropping `scale` border pixels (CONVENTIONS.md section 4); RGB PSNR is reported too. Each process
+scores its own share of the images on its own devices; the sums are then added over processes.
+"""
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from pfca_jax import metrics, sharding, tiling
+from pfca_jax.data import sr_folders
+from pfca_jax.data import super_resolution as sr_data
+from pfca_jax.errors import UserError
+from pfca_jax.imresize import imresize
+from pfca_jax.validation import create_model
+
+# Folder names that say "the HR images of a set", so the set is named after the folder above.
+_HR_FOLDER_NAMES = {'hr', 'gt', 'gtmod12', 'original', 'image_srf_2', 'image_srf_3', 'image_srf_4'}
+
+
+def parse_folders(text: str) -> list[tuple[str, str, str | None]]:
+  """'A/HR|A/LR_x4,B' -> [(name, hr_dir, lr_dir)], failing in one line on a folder that does not exist."""
+  folders = []
+  for item in filter(None, (part.strip() for part in (text or '').split(','))):
+    hr_dir, _, lr_dir = item.partition('|')
+    for path in filter(None, (hr_dir, lr_dir)):
+      if not os.path.isdir(path):
+        raise UserError(f'eval folder {path!r} (from eval_folders={text!r}) is not a directory')
+    base = os.path.basename(os.path.normpath(hr_dir))
+    name = os.path.basename(os.path.dirname(os.path.normpath(hr_dir))) if base.lower() in _HR_FOLDER_NAMES else base
+    folders.append((name or base, hr_dir, lr_dir or None))
+  return folders
+
+
+def l1_loss(outputs, batch):
+  return jnp.mean(jnp.abs(outputs - batch['hr'])), {}
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+  """A [0, 1] float image as the 8-bit image it would be saved as."""
+  return np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+class SuperResolutionTask:
+  """DIV2K training patches, L1 loss, PSNR/SSIM on DIV2K validation and benchmark folders."""
+  input_key = 'lr'
+
+  def __init__(self, config):
+    self.config = config
+    create_model(config, scale=config.scale)  # Names, options and the scale before any data access.
+    self.folders = parse_folders(config.eval_folders)
+
+  def open_data(self) -> None:
+    self.info = sr_data.dataset_info(self.config)
+
+  def create_model(self):
+    self.model = create_model(self.config, scale=self.config.scale)
+    return self.model
+
+  def input_shape(self) -> tuple:
+    return (1, self.info.lr_patch, self.info.lr_patch, 3)
+
+  def steps_per_epoch(self) -> int:
+    return sr_data.steps_per_epoch(self.info, self.config)
+
+  def train_batches(self, start_step: int):
+    return sr_data.train_iterator(self.config, self.info, start_step=start_step)
+
+  def loss(self, outputs, batch):
+    return l1_loss(outputs, batch)
+
+  def build_eval(self, state_shardings, mesh) -> None:
+    del state_shardings, mesh  # Evaluation runs on this process's devices only (see the module docstring).
+    self._mesh = sharding.create_mesh(jax.local_devices())
+    devices = len(jax.local_devices())
+    self._tile_batch = -(-4 // devices) * devices
+    self._forward = jax.jit(lambda variables, x: self.model.apply(variables, x, train=False),
+                            in_shardings=(sharding.replicated(self._mesh), sharding.batch_sharded(self._mesh)),
+                            out_shardings=sharding.batch_sharded(self._mesh))
+
+  def _sets(self):
+    config = self.config
+    yield 'div2k', lambda: sr_data.eval_images(config)
+    for name, hr_dir, lr_dir in self.folders:
+      yield name, lambda h=hr_dir, l=lr_dir: self._local_share(
+          sr_folders.folder_images(h, config.scale, lr_dir=l, downscale=imresize))
+
+  @staticmethod
+  def _local_share(images):
+    for i, image in enumerate(images):
+      if i % jax.process_count() == jax.process_index():
+        yield image
+
+  def evaluate(self, state, step: int, reporter) -> dict:
+    """Mean Y-PSNR, Y-SSIM and RGB PSNR per evaluation set, as {'eval/<set>/<metric>': value}."""
+    config = self.config
+    # This process's replica of the (replicated) parameters, placed on its own devices.
+    variables = jax.device_put(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}),
+                               sharding.replicated(self._mesh))
+    batch_sharding = sharding.batch_sharded(self._mesh)
+    apply_fn = lambda tiles: np.asarray(self._forward(variables, jax.device_put(tiles, batch_sharding)))
+    results = {}
+    for name, images in self._sets():
+      t0 = time.perf_counter()
+      sums = np.zeros(4)  # count, psnr_y, ssim_y, psnr_rgb
+      for i, image in enumerate(images()):
+        if 0 <= config.eval_max_images <= i * jax.process_count():
+          break
+        lr = image['lr'].astype(np.float32) / 255.0
+        out = tiling.upscale(apply_fn, lr, config.scale, tile=config.eval_tile, overlap=config.eval_tile_overlap,
+                             batch=self._tile_batch)
+        sr_image = to_uint8(out)
+        sums += [1, metrics.psnr(sr_image, image['hr'], config.scale), metrics.ssim(sr_image, image['hr'], config.scale),
+                 metrics.psnr(sr_image, image['hr'], config.scale, y_channel=False)]
+        if i < config.eval_num_samples and jax.process_index() == 0:
+          self._write_sample(reporter, step, name, image, sr_image)
+      if jax.process_count() > 1:
+        sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
+      if sums[0] == 0:
+        raise UserError(f'evaluation set {name!r} has no images')
+      means = {'psnr_y': sums[1] / sums[0], 'ssim_y': sums[2] / sums[0], 'psnr_rgb': sums[3] / sums[0],
+               'images': int(sums[0])}
+      reporter.write_eval(step, name, means, time.perf_counter() - t0)
+      results.update({f'eval/{name}/{k}': float(v) if k != 'images' else v for k, v in means.items()})
+    return results
+
+  def _write_sample(self, reporter, step, name, image, sr_image):
+    """LR (nearest) | bicubic | SR | HR side by side, to TensorBoard and WORKDIR/samples/."""
+    scale = self.config.scale
+    lr = image['lr']
+    nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
+    bicubic = imresize(lr, scale)
+    panel = np.concatenate([nearest, bicubic, sr_image, image['hr']], axis=1)
+    reporter.write_image(step, f'samples/{name}/{image["name"]}', panel)
