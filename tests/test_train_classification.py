@@ -159,7 +159,7 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
     ({'model.name': 'resnet51'}, "unknown model 'resnet51'; valid: resnet18"),
     ({'model.attention': 'cbam'}, "unknown attention 'cbam'; valid: none, pfca, se, eca, simam"),
     ({'optimizer': 'lamb'}, "unknown optimizer 'lamb'; valid: sgd, adam"),
-    ({'schedule': 'linear'}, "unknown schedule 'linear'; valid: step, cosine, constant"),
+    ({'schedule': 'linear'}, "unknown schedule 'linear'; valid: step, cosine, cosine_restarts, constant"),
     ({'model.attention_options': 'lam'}, "attention_options item 'lam' is not key=value"),
     ({'model.attention_options': 'reduction=4'}, "unknown option(s) ['reduction'] for attention 'pfca'"),
 ])
