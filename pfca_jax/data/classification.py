@@ -10,7 +10,6 @@ a `DatasetSpec`.
 """
 
 import dataclasses
-import itertools
 from typing import Any, Callable, Iterator
 
 import jax
@@ -18,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax.data import preprocessing, tfds_source
+from pfca_jax.data import epochs, preprocessing, tfds_source
 from pfca_jax.errors import UserError
 
-Batch = dict[str, np.ndarray]
+Batch = epochs.Batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,18 +130,6 @@ def dataset_info(config) -> DatasetInfo:
   )
 
 
-def _local_batch_size(global_batch_size: int, process_count: int, name: str) -> int:
-  if global_batch_size <= 0 or global_batch_size % process_count:
-    raise UserError(f'config.{name}={global_batch_size} must be a positive multiple of the process count '
-                     f'({process_count})')
-  return global_batch_size // process_count
-
-
-def _process_index_count(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  return (jax.process_index() if process_index is None else process_index,
-          jax.process_count() if process_count is None else process_count)
-
-
 def steps_per_epoch(info: DatasetInfo, config, *, process_count: int | None = None) -> int:
   """Global steps in one pass over the train split.
 
@@ -150,29 +137,12 @@ def steps_per_epoch(info: DatasetInfo, config, *, process_count: int | None = No
   so all processes run the same number of steps and the remainders are dropped.
   """
   process_count = jax.process_count() if process_count is None else process_count
-  local_batch = _local_batch_size(config.batch_size, process_count, 'batch_size')
+  local_batch = epochs.local_batch_size(config.batch_size, process_count, 'batch_size')
   steps = (info.num_train_examples // process_count) // local_batch
   if steps == 0:
     raise UserError(f'The train split ({info.num_train_examples} examples over {process_count} processes) is '
                      f'smaller than one batch (config.batch_size={config.batch_size})')
   return steps
-
-
-def _read_options() -> tf.data.Options:
-  options = tf.data.Options()
-  options.deterministic = True
-  # One thread per op is better for a pipeline that runs many ops side by side.
-  options.threading.max_intra_op_parallelism = 1
-  return options
-
-
-def _epoch_seeds(seed: int, epoch: int, process_index: int) -> tuple[int, int, np.ndarray]:
-  """Independent (file order, shuffle buffer, augmentation) seeds of one epoch on one process."""
-  words = np.random.SeedSequence([seed % 2**64, epoch, process_index]).generate_state(3, np.uint64)
-  # TF takes signed int64 seeds: drop one bit rather than wrap to negative values.
-  files, shuffle = int(words[0] >> 1), int(words[1] >> 1)
-  augment = np.array([words[2] >> 32, words[2] & 0xFFFFFFFF], np.int64)
-  return files, shuffle, augment
 
 
 def _image_and_label(example):
@@ -181,7 +151,7 @@ def _image_and_label(example):
 
 def _read_encoded(builder, split, *, shuffle_seed: int | None) -> tf.data.Dataset:
   """{'image': encoded bytes, 'label'} in file order, the file order shuffled when a seed is given."""
-  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=_read_options())
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=epochs.read_options())
   decoders = tfds.decode.PartialDecoding({'image': True, 'label': True},
                                          decoders={'image': tfds.decode.SkipDecoding()})
   ds = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, decoders=decoders,
@@ -221,7 +191,7 @@ def _train_epoch(examples: tf.data.Dataset, spec: DatasetSpec, config, *, shuffl
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE).with_options(_read_options())
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(epochs.read_options())
 
 
 def train_iterator(config, info: DatasetInfo, start_step: int = 0, *, process_index: int | None = None,
@@ -246,9 +216,7 @@ def train_iterator(config, info: DatasetInfo, start_step: int = 0, *, process_in
   `process_index`/`process_count` default to JAX's; tests pass them to simulate
   several processes.
   """
-  if start_step < 0:
-    raise ValueError(f'start_step must be >= 0, got {start_step}')
-  process_index, process_count = _process_index_count(process_index, process_count)
+  process_index, process_count = epochs.process_index_count(process_index, process_count)
   spe = steps_per_epoch(info, config, process_count=process_count)
   local_batch = config.batch_size // process_count
   spec, builder = _open(config)
@@ -262,26 +230,12 @@ def train_iterator(config, info: DatasetInfo, start_step: int = 0, *, process_in
   else:
     read_epoch = lambda files_seed: _read_encoded(builder, share, shuffle_seed=files_seed)
 
-  first_epoch, skip_batches = divmod(start_step, spe)
-  for epoch in itertools.count(first_epoch):
-    files_seed, shuffle_seed, augment_seed = _epoch_seeds(config.seed, epoch, process_index)
-    ds = _train_epoch(read_epoch(files_seed), spec, config, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
-                      skip_examples=skip_batches * local_batch, local_batch=local_batch)
-    yield from _exactly(ds.as_numpy_iterator(), spe - skip_batches, f'train epoch {epoch}')
-    skip_batches = 0
-
-
-def _exactly(batches: Iterator[Batch], count: int, what: str) -> Iterator[Batch]:
-  """`batches`, failing if there are not `count` of them (data that does not match its metadata)."""
-  produced = 0
-  for batch in batches:
-    produced += 1
-    if produced > count:
-      break
-    yield batch
-  if produced != count:
-    raise RuntimeError(f'{what} has {"more" if produced > count else produced} batches instead of {count}: '
-                       'the data does not match its metadata')
+  return epochs.resumable_epochs(
+      lambda files_seed, shuffle_seed, augment_seed, skip_examples: _train_epoch(
+          read_epoch(files_seed), spec, config, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
+          skip_examples=skip_examples, local_batch=local_batch),
+      seed=config.seed, process_index=process_index, start_step=start_step, steps_per_epoch=spe,
+      local_batch=local_batch, what='train')
 
 
 def eval_dataset(config, split: str | None = None, *, process_index: int | None = None,
@@ -293,10 +247,10 @@ def eval_dataset(config, split: str | None = None, *, process_index: int | None 
   num_steps * B with num_steps = ceil(ceil(N / process_count) / B), so every
   real example is seen exactly once and all processes run the same steps.
   """
-  process_index, process_count = _process_index_count(process_index, process_count)
+  process_index, process_count = epochs.process_index_count(process_index, process_count)
   spec, builder = _open(config)
   split = config.eval_split if split is None else split
-  local_batch = _local_batch_size(config.eval_batch_size, process_count, 'eval_batch_size')
+  local_batch = epochs.local_batch_size(config.eval_batch_size, process_count, 'eval_batch_size')
   total = tfds_source.num_examples(builder, split)
   num_steps = -(-tfds_source.largest_share(total, process_count) // local_batch)
   share = tfds_source.process_share(split, process_index, process_count, drop_remainder=False)
@@ -312,7 +266,7 @@ def eval_dataset(config, split: str | None = None, *, process_index: int | None 
              'label': tf.constant(0, tf.int32), 'mask': tf.constant(False)}
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(num_padding))
   ds = ds.batch(local_batch, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE).with_options(_read_options()), num_steps
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(epochs.read_options()), num_steps
 
 
 def eval_iterator(config, info: DatasetInfo, split: str | None = None, *, process_index: int | None = None,
@@ -324,4 +278,4 @@ def eval_iterator(config, info: DatasetInfo, split: str | None = None, *, proces
   """
   del info  # The split may not be config.eval_split, so its size is read from the metadata.
   ds, num_steps = eval_dataset(config, split, process_index=process_index, process_count=process_count)
-  return _exactly(ds.as_numpy_iterator(), num_steps, f'eval split {split or config.eval_split}'), num_steps
+  return epochs.exactly(ds.as_numpy_iterator(), num_steps, f'eval split {split or config.eval_split}'), num_steps

@@ -12,18 +12,15 @@ position in the epoch), so a resumed run yields bit-identical batches.
 """
 
 import dataclasses
-import itertools
 from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax.data import tfds_source
+from pfca_jax.data import epochs, tfds_source
 # The classification module's seeding, batching and checking helpers are the
 # shared determinism machinery; reusing them keeps both pipelines resuming alike.
-from pfca_jax.data.classification import (_epoch_seeds, _exactly, _local_batch_size, _process_index_count,
-                                          _read_options)
 from pfca_jax.data.sr_folders import crop_pair, folder_images, mod_crop  # noqa: F401 (re-exported)
 from pfca_jax.errors import UserError
 
@@ -84,8 +81,8 @@ def steps_per_epoch(info: SRInfo, config, *, process_count: int | None = None) -
   DIV2K's 800 images make more than 50 steps of 16, rather than restarting the
   pipeline (and draining the shuffle buffer) every 50 steps.
   """
-  _, process_count = _process_index_count(0, process_count)
-  local_batch = _local_batch_size(config.batch_size, process_count, 'batch_size')
+  _, process_count = epochs.process_index_count(0, process_count)
+  local_batch = epochs.local_batch_size(config.batch_size, process_count, 'batch_size')
   steps = (info.num_train_examples // process_count * config.patches_per_image) // local_batch
   if steps == 0:
     raise UserError(f'One epoch ({info.num_train_examples} images x config.patches_per_image='
@@ -96,7 +93,7 @@ def steps_per_epoch(info: SRInfo, config, *, process_count: int | None = None) -
 
 def _read_pairs(builder, split, *, shuffle_seed: int | None) -> tf.data.Dataset:
   """{'lr', 'hr'} still PNG-encoded, in file order, shuffled by file when a seed is given."""
-  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=_read_options())
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=epochs.read_options())
   return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
                             decoders={'lr': tfds.decode.SkipDecoding(), 'hr': tfds.decode.SkipDecoding()})
 
@@ -171,7 +168,7 @@ def _train_epoch(pairs: tf.data.Dataset, config, info: SRInfo, *, shuffle_seed: 
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch, drop_remainder=True)
-  return ds.prefetch(tf.data.AUTOTUNE).with_options(_read_options())
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(epochs.read_options())
 
 
 def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: int | None = None,
@@ -193,9 +190,7 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
   each for DIV2K (so config.shuffle_buffer_size of 800 is ~3.6 GB); with it,
   references into the cache.
   """
-  if start_step < 0:
-    raise ValueError(f'start_step must be >= 0, got {start_step}')
-  process_index, process_count = _process_index_count(process_index, process_count)
+  process_index, process_count = epochs.process_index_count(process_index, process_count)
   spe = steps_per_epoch(info, config, process_count=process_count)
   local_batch = config.batch_size // process_count
   builder = _open(config)
@@ -212,13 +207,12 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
   else:
     read_epoch = lambda files_seed: _read_pairs(builder, share, shuffle_seed=files_seed)
 
-  first_epoch, skip_batches = divmod(start_step, spe)
-  for epoch in itertools.count(first_epoch):
-    files_seed, shuffle_seed, augment_seed = _epoch_seeds(config.seed, epoch, process_index)
-    ds = _train_epoch(read_epoch(files_seed), config, info, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
-                      skip_examples=skip_batches * local_batch, local_batch=local_batch)
-    yield from _exactly(ds.as_numpy_iterator(), spe - skip_batches, f'div2k train epoch {epoch}')
-    skip_batches = 0
+  return epochs.resumable_epochs(
+      lambda files_seed, shuffle_seed, augment_seed, skip_examples: _train_epoch(
+          read_epoch(files_seed), config, info, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
+          skip_examples=skip_examples, local_batch=local_batch),
+      seed=config.seed, process_index=process_index, start_step=start_step, steps_per_epoch=spe,
+      local_batch=local_batch, what='div2k train')
 
 
 def eval_images(config, split: str | None = None, *, process_index: int | None = None,
@@ -233,7 +227,7 @@ def eval_images(config, split: str | None = None, *, process_index: int | None =
   '{split}_{index:04d}', index counting in the split's stored order across
   all processes.
   """
-  process_index, process_count = _process_index_count(process_index, process_count)
+  process_index, process_count = epochs.process_index_count(process_index, process_count)
   split = config.eval_split if split is None else split
   builder = _open(config)
   tfds_source.num_examples(builder, split)  # A one-line UserError naming the valid splits if it is unknown.
@@ -243,7 +237,7 @@ def eval_images(config, split: str | None = None, *, process_index: int | None =
                                                                           drop_remainder=False))
               for i in range(process_index))
   ds = _read_pairs(builder, share, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.prefetch(2).with_options(_read_options())
+  ds = ds.prefetch(2).with_options(epochs.read_options())
   # A generator of its own, so that a missing dataset or bad split fails at the call, not at the first image.
   return (crop_pair(pair['lr'], pair['hr'], config.scale, f'{split}_{index:04d}')
           for index, pair in enumerate(ds.as_numpy_iterator(), start=first))
