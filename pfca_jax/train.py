@@ -132,10 +132,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _best(best: dict, current: dict) -> dict:
-  """Per metric, the best value seen: highest for accuracies, lowest for losses."""
+  """Per metric, the best value seen: lowest for losses, highest for the rest (accuracy, PSNR, SSIM)."""
   merged = dict(best)
   for name, value in current.items():
-    if name.endswith('/examples'):
+    if name.endswith(('/examples', '/images')):  # Counts, not scores.
       continue
     lower_is_better = name.endswith('/loss')
     if name not in merged or (value < merged[name] if lower_is_better else value > merged[name]):
