@@ -12,8 +12,17 @@ import jax
 import numpy as np
 import optax
 
+from pfca_jax.errors import UserError
+
 SCHEDULES = ('step', 'cosine', 'cosine_restarts', 'constant')
 WEIGHT_DECAY_ON = ('all', 'kernels')
+
+
+def check_names(config) -> None:
+  """Optimizer, schedule and weight_decay_on must be known names (one-line UserError otherwise)."""
+  for field, valid in (('optimizer', OPTIMIZERS), ('schedule', SCHEDULES), ('weight_decay_on', WEIGHT_DECAY_ON)):
+    if config[field] not in valid:
+      raise UserError(f'unknown {field} {config[field]!r}; valid: {", ".join(valid)}')
 
 
 def peak_learning_rate(config) -> float:
@@ -23,8 +32,7 @@ def peak_learning_rate(config) -> float:
 
 def create_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
   """Linear warm-up (warmup_epochs) into a 'step', 'cosine' or 'constant' schedule, per optimiser step."""
-  if config.schedule not in SCHEDULES:
-    raise ValueError(f'unknown schedule {config.schedule!r}; valid: {", ".join(SCHEDULES)}')
+  check_names(config)
   peak = peak_learning_rate(config)
   warmup = int(round(config.warmup_epochs * steps_per_epoch))
   if config.schedule == 'step':
@@ -65,10 +73,7 @@ OPTIMIZERS: dict[str, Callable] = {'sgd': _sgd, 'adam': _adam}
 
 
 def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  if config.optimizer not in OPTIMIZERS:
-    raise ValueError(f'unknown optimizer {config.optimizer!r}; valid: {", ".join(OPTIMIZERS)}')
-  if config.weight_decay_on not in WEIGHT_DECAY_ON:
-    raise ValueError(f'unknown weight_decay_on {config.weight_decay_on!r}; valid: {", ".join(WEIGHT_DECAY_ON)}')
+  check_names(config)
   parts = []
   if config.weight_decay:
     parts.append(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask(config.weight_decay_on)))

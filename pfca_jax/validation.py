@@ -52,12 +52,7 @@ def create_model(config, **extra):
 
 def check_training(config) -> None:
   """Optimiser, schedule and durations: names and ranges, before the dataset is even opened."""
-  if config.optimizer not in optim.OPTIMIZERS:
-    raise UserError(f'unknown optimizer {config.optimizer!r}; valid: {", ".join(optim.OPTIMIZERS)}')
-  if config.schedule not in optim.SCHEDULES:
-    raise UserError(f'unknown schedule {config.schedule!r}; valid: {", ".join(optim.SCHEDULES)}')
-  if config.weight_decay_on not in optim.WEIGHT_DECAY_ON:
-    raise UserError(f'unknown weight_decay_on {config.weight_decay_on!r}; valid: {", ".join(optim.WEIGHT_DECAY_ON)}')
+  optim.check_names(config)
   if config.num_train_steps <= 0 and not config.num_epochs > 0:
     raise UserError(f'num_epochs={config.num_epochs} and num_train_steps={config.num_train_steps}: '
                     'one of them must be > 0')
