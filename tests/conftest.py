@@ -7,6 +7,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_
 
 import chex  # noqa: E402
 import jax  # noqa: E402
+import orbax.checkpoint as ocp  # noqa: E402
 
 
 def apply_twice_under_jit(model, variables, x1, x2, **apply_kwargs):
@@ -20,3 +21,17 @@ def apply_twice_under_jit(model, variables, x1, x2, **apply_kwargs):
     return model.apply(v, inp, **apply_kwargs)
 
   return forward(variables, x1), forward(variables, x2)
+
+
+def plain_kaiming(variables):
+  """Kernels x10: plain Kaiming init. BasicSR's x0.1 makes MSRResNet's branch ~1e-5 at init, too small to see."""
+  return jax.tree_util.tree_map_with_path(lambda path, v: v * 10 if path[-1].key == 'kernel' else v, variables)
+
+
+def checkpointed_state(workdir, step=None):
+  """The train state saved in WORKDIR/checkpoints at `step` (default: the latest), or None if there is none."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None
+  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']

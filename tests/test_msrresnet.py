@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import apply_twice_under_jit
+from conftest import apply_twice_under_jit, plain_kaiming
 
 from pfca_jax import models
 from pfca_jax.models import msrresnet
@@ -68,18 +68,12 @@ def test_output_shape_on_non_square_input(scale):
     assert y.shape == (shape[0], shape[1] * scale, shape[2] * scale, 3) and y.dtype == jnp.float32
 
 
-def kaiming(variables):
-  """Kernels x10: plain Kaiming init. BasicSR's x0.1 makes the branch ~1e-5 at init, too small to see."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, v: v * 10 if path[-1].key == 'kernel' else v, variables)
-
-
 def test_global_skip_is_bilinear_upsampling():
   # With conv_last zeroed the learned branch contributes nothing, so the output is
   # exactly the bilinear upsampling of the input: the skip is added, not replaced.
   model = models.create('msrresnet', scale=4, num_block=1)
   x = jax.random.uniform(jax.random.key(0), (2, 6, 5, 3))
-  variables = kaiming(model.init(jax.random.key(1), x))
+  variables = plain_kaiming(model.init(jax.random.key(1), x))
   zeroed = jax.tree_util.tree_map(jnp.zeros_like, variables['params']['conv_last'])
   params = {**variables['params'], 'conv_last': zeroed}
   np.testing.assert_allclose(model.apply({'params': params}, x), msrresnet.upsample_bilinear(x, 4), atol=1e-6)
@@ -125,7 +119,7 @@ def test_attention_sits_before_the_identity_add():
   x = jax.random.uniform(jax.random.key(0), (1, 6, 6, 3))
   plain = models.create('msrresnet', scale=2, num_block=2)
   pfca = models.create('msrresnet', scale=2, num_block=2, attention='pfca')
-  variables = kaiming(plain.init(jax.random.key(0), x))
+  variables = plain_kaiming(plain.init(jax.random.key(0), x))
   assert not np.allclose(plain.apply(variables, x), pfca.apply(variables, x), atol=1e-3)
   _, inter = pfca.apply(variables, x, capture_intermediates=True)
   body = inter['intermediates']['body']

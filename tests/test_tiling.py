@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from conftest import plain_kaiming
 
 from pfca_jax import models, tiling
 
@@ -10,8 +11,7 @@ from pfca_jax import models, tiling
 def small_sr(attention='none'):
   model = models.create('msrresnet', scale=2, num_feat=16, num_block=2, attention=attention)
   variables = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
-  # Plain Kaiming kernels (BasicSR's x0.1 makes the branch almost nothing at init, hiding seams).
-  variables = jax.tree_util.tree_map_with_path(lambda path, v: v * 10 if path[-1].key == 'kernel' else v, variables)
+  variables = plain_kaiming(variables)  # At BasicSR's init the branch is too small to show seams.
   forward = jax.jit(lambda x: model.apply(variables, x))
   return lambda batch: np.asarray(forward(batch))
 

@@ -9,8 +9,8 @@ import signal
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from conftest import checkpointed_state
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -71,12 +71,6 @@ def scalar_tags(workdir):
   return tags
 
 
-def saved_params(workdir, step):
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return restored['state']
-
-
 def test_cifar100_end_to_end(tmp_path, mock_cifar):
   workdir = str(tmp_path / 'run')
   final = train.train_and_evaluate(tiny_cifar(), workdir)
@@ -130,7 +124,7 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, mock_cifar, m
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Handlers are given back.
 
   train.train_and_evaluate(tiny_cifar(checkpoint_every_steps=100), resumed)
-  a, b = saved_params(straight, 4), saved_params(resumed, 4)
+  a, b = checkpointed_state(straight, 4), checkpointed_state(resumed, 4)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
   assert json.load(open(os.path.join(resumed, 'results.json')))['steps'] == 4
@@ -148,10 +142,9 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, 
   config = tiny_cifar(base_learning_rate=1e30, num_train_steps=6, checkpoint_every_steps=1, log_every_steps=1)
   with pytest.raises(train.reporting.TrainingDiverged, match=r'is (nan|inf) at step \d+.*last good checkpoint'):
     train.train_and_evaluate(config, workdir)
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
-  if manager.latest_step() is not None:
-    params = saved_params(workdir, manager.latest_step())
-    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+  state = checkpointed_state(workdir)
+  if state is not None:
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -4,8 +4,10 @@ devices: trains, evaluates on DIV2K validation and a folder of real images, writ
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
+from conftest import checkpointed_state
 import skimage.data
 from PIL import Image
 
@@ -74,18 +76,11 @@ def test_div2k_end_to_end_with_folder_eval_and_samples(tmp_path, data_dir, folde
 
 
 def test_resume_is_bit_identical(tmp_path, data_dir):
-  import jax
-  import orbax.checkpoint as ocp
-
-  def params(workdir):
-    manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
-    return manager.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
-
   straight, resumed = str(tmp_path / 'a'), str(tmp_path / 'b')
   train.train_and_evaluate(sr_config(data_dir), straight)
   train.train_and_evaluate(sr_config(data_dir, num_train_steps=2), resumed)
   train.train_and_evaluate(sr_config(data_dir), resumed)
-  for x, y in zip(jax.tree.leaves(params(straight)), jax.tree.leaves(params(resumed))):
+  for x, y in zip(jax.tree.leaves(checkpointed_state(straight, 4)), jax.tree.leaves(checkpointed_state(resumed, 4))):
     np.testing.assert_array_equal(x, y)
 
 
