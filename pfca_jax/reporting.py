@@ -1,8 +1,10 @@
-"""What a run tells its user: console lines, TensorBoard scalars, results.json, and divergence.
+"""What a run tells its user: console lines, a progress bar, TensorBoard scalars, metrics.jsonl, results.json.
 
 Train metrics stay on the device until a log step, so the host never waits on the step it just
 launched; they are then fetched together, checked for NaN/Inf (naming the first bad step) and
-averaged. Only process 0 prints and writes files.
+averaged. Every scalar also goes to WORKDIR/metrics.jsonl, one JSON object per write
+({"step": S, "train/loss": ...}), which `pfca_jax.plot` and the experiment scripts read without
+TensorFlow. Only process 0 prints and writes files.
 """
 
 import json
@@ -14,16 +16,11 @@ import jax
 import numpy as np
 from clu import metric_writers
 
+from pfca_jax import progress
+
 
 class TrainingDiverged(RuntimeError):
   """The loss or the gradient norm was not finite."""
-
-
-def _duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  h, rest = divmod(seconds, 3600)
-  m, s = divmod(rest, 60)
-  return f'{h}h{m:02d}m' if h else f'{m}m{s:02d}s'
 
 
 class Reporter:
@@ -38,14 +35,32 @@ class Reporter:
     self._last_step = start_step
     self._last_time = time.perf_counter()
     self.images_per_sec = float('nan')
+    self.rates = []  # images/s of each log interval, the first one (compilation) included.
+    # On a terminal, a bar over the steps; elsewhere the log lines below are the progress.
+    self.progress = progress.Progress(total_steps, 'train', 'step', initial=start_step, interval=None,
+                                      enabled=self.is_main)
+    self._jsonl = os.path.join(workdir, 'metrics.jsonl')
 
   def print(self, text: str) -> None:
     if self.is_main:
-      print(text, flush=True)
+      self.progress.write(text)
+
+  def write_scalars(self, step: int, scalars: dict) -> None:
+    """To TensorBoard and to WORKDIR/metrics.jsonl."""
+    self.writer.write_scalars(step, scalars)
+    if self.is_main:
+      with open(self._jsonl, 'a') as f:
+        f.write(json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}}) + '\n')
 
   def add_train(self, step: int, metrics) -> None:
     """Keeps a step's metrics (device arrays) until the next `flush_train`."""
     self._pending.append((step, metrics))
+    self.progress.update(1)
+
+  def train_images_per_sec(self) -> float | None:
+    """Median training throughput over the log intervals after the first (which includes compilation)."""
+    rates = self.rates[1:] or self.rates
+    return float(np.median(rates)) if rates else None
 
   def check_finite(self) -> list:
     """Fetches the pending metrics; raises TrainingDiverged at the first non-finite loss or grad norm."""
@@ -67,20 +82,22 @@ class Reporter:
     elapsed = now - self._last_time - pause_seconds
     steps = step - self._last_step
     self.images_per_sec = steps * self.global_batch / elapsed if elapsed > 0 else float('nan')
+    if math.isfinite(self.images_per_sec):
+      self.rates.append(self.images_per_sec)
     self._last_step, self._last_time = step, now
     means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
     scalars = {f'train/{k}': v for k, v in means.items()}
     scalars['train/images_per_sec'] = self.images_per_sec
-    self.writer.write_scalars(step, scalars)
+    self.write_scalars(step, scalars)
     eta = (self.total_steps - step) * elapsed / steps if steps else 0.0
     task_metrics = ''.join(f' | {"acc" if k == "accuracy" else k} {v:.4f}' for k, v in means.items()
                            if k not in ('loss', 'lr', 'grad_norm'))
     self.print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f}{task_metrics} | lr {means["lr"]:.3g} '
-               f'| {self.images_per_sec:,.1f} img/s | ETA {_duration(eta)}')
+               f'| {self.images_per_sec:,.1f} img/s | ETA {progress.duration(eta)}')
     return means
 
   def write_eval(self, step: int, split: str, metrics: dict, seconds: float) -> None:
-    self.writer.write_scalars(step, {f'eval/{split}/{k}': v for k, v in metrics.items()})
+    self.write_scalars(step, {f'eval/{split}/{k}': v for k, v in metrics.items()})
     shown = ' | '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in metrics.items())
     self.print(f'eval {split} at step {step}: {shown} ({seconds:.1f} s)')
 
@@ -95,18 +112,19 @@ class Reporter:
     Image.fromarray(image).save(path)
 
   def close(self) -> None:
+    self.progress.close()
     self.writer.flush()
     self.writer.close()
 
 
-def write_results(workdir: str, results: dict) -> None:
-  """WORKDIR/results.json, written to a temporary file and renamed so a reader never sees half of it."""
+def write_json(workdir: str, name: str, content: dict) -> None:
+  """WORKDIR/name, written to a temporary file and renamed so a reader never sees half of it."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, 'results.json')
+  path = os.path.join(workdir, name)
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    json.dump(results, f, indent=2, sort_keys=True, default=_jsonable)
+    json.dump(content, f, indent=2, sort_keys=True, default=_jsonable)
   os.replace(tmp, path)
 
 

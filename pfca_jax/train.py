@@ -70,6 +70,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_params = models.count_params(state.params)
 
   reporter = reporting.Reporter(workdir, total_steps, config.batch_size, start_step)
+  reporting.write_json(workdir, 'config.json', config.to_dict())  # What `pfca_jax.predict` rebuilds the model from.
   reporter.print(f'{config.model.name} + {config.model.attention}: {num_params:,} parameters, '
                  f'{jax.device_count()} device(s) over {jax.process_count()} process(es), '
                  f'{steps_per_epoch} steps/epoch, {total_steps} steps'
@@ -126,8 +127,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   results = {'final': final, 'best': meta['best'], 'params': num_params, 'steps': step,
              'wall_time_s': meta['wall_time_s'] + time.time() - session_start,
+             'train_images_per_sec': reporter.train_images_per_sec(),
              'config': config.to_dict(), 'devices': jax.device_count(), 'processes': jax.process_count()}
-  reporting.write_results(workdir, results)
+  reporting.write_json(workdir, 'results.json', results)
   return final
 
 
