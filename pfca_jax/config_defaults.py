@@ -24,7 +24,7 @@ def classification() -> ml_collections.ConfigDict:
   c.model.zero_init_last_bn = False   # Start each residual branch's last BN scale at zero.
   c.model.dtype = 'float32'           # Compute dtype (float32 | bfloat16); parameters stay float32.
 
-  c.dataset = 'cifar100'              # TFDS name: cifar100 | imagenet2012.
+  c.dataset = 'cifar100'              # cifar100 | imagenet2012 (prepared TFDS data) | sklearn_digits (offline).
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.
   c.train_split = 'train'             # TFDS split trained on.
   c.eval_split = 'test'               # TFDS split evaluated on, every example counted.
@@ -65,6 +65,9 @@ def classification() -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1.0
   c.keep_checkpoints = 3              # How many recent checkpoints stay on disk.
   c.seed = 0                          # Initialisation, shuffling and augmentation.
+  # Comma-separated attentions to train one after another with this config, each in WORKDIR/<attention>,
+  # followed by a side-by-side table (WORKDIR/comparison.md); empty: one run of model.attention in WORKDIR.
+  c.compare_attentions = ''
   return c
 
 
@@ -142,6 +145,9 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 0.0
   c.keep_checkpoints = 3
   c.seed = 0
+  # Comma-separated attentions to train one after another with this config, each in WORKDIR/<attention>,
+  # followed by a side-by-side table (WORKDIR/comparison.md); empty: one run of model.attention in WORKDIR.
+  c.compare_attentions = ''
   return c
 
 

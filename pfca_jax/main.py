@@ -1,7 +1,8 @@
 """Command line: `python -m pfca_jax.main --config=configs/NAME.py --workdir=DIR [--config.FIELD=VALUE ...]`.
 
 Only parses flags, joins the processes of a multi-host run, and calls
-`pfca_jax.train.train_and_evaluate`. Mistakes in what was asked for end with one line on stderr
+`pfca_jax.train.train_and_evaluate` (or, when the config sets `compare_attentions`,
+`pfca_jax.compare.run`, which calls it once per attention). Mistakes in what was asked for end with one line on stderr
 and exit status 2; divergence with one line and status 3.
 """
 
@@ -72,10 +73,14 @@ def main(argv):
     sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
   logging.set_verbosity(logging.ERROR)  # Our progress goes to stdout; TFDS's info chatter does not.
   _initialize_distributed()
-  from pfca_jax import reporting, train
+  from pfca_jax import compare, reporting, train
   from pfca_jax.validation import UserError
+  config = _CONFIG.value
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if config.get('compare_attentions'):
+      compare.run(config, _WORKDIR.value)
+    else:
+      train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)

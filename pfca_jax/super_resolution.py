@@ -3,8 +3,11 @@
 Evaluation works on whole images, one at a time, in overlapping tiles of one fixed shape (so one
 compiled program serves every image and memory stays bounded). The output is clipped to [0, 255]
 and rounded like a saved 8-bit image, then scored with PSNR/SSIM on the BT.601 Y channel after
-cropping `scale` border pixels (CONVENTIONS.md section 4); RGB PSNR is reported too. Each process
+cropping `scale` border pixels (CONVENTIONS.md section 4); RGB PSNR is reported too, and the same
+Y scores of bicubic upscaling (MATLAB imresize) as the reference every model must beat. Each process
 scores its own share of the images on its own devices; the sums are then added over processes.
+Every image's scores are kept in `per_image` (results.json): with several processes, those of
+process 0's share only.
 """
 
 import os
@@ -88,7 +91,7 @@ class SuperResolutionTask:
 
   def _sets(self):
     config = self.config
-    yield 'div2k', lambda: sr_data.eval_images(config)
+    yield config.dataset, lambda: sr_data.eval_images(config)
     for name, hr_dir, lr_dir in self.folders:
       yield name, lambda h=hr_dir, l=lr_dir: self._local_share(
           sr_folders.folder_images(h, config.scale, lr_dir=l, downscale=imresize))
@@ -100,17 +103,18 @@ class SuperResolutionTask:
         yield image
 
   def evaluate(self, state, step: int, reporter) -> dict:
-    """Mean Y-PSNR, Y-SSIM and RGB PSNR per evaluation set, as {'eval/<set>/<metric>': value}."""
+    """Mean Y-PSNR, Y-SSIM, RGB PSNR (and bicubic's Y scores) per set, as {'eval/<set>/<metric>': value}."""
     config = self.config
     # This process's replica of the (replicated) parameters, placed on its own devices.
     variables = jax.device_put(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}),
                                sharding.replicated(self._mesh))
     batch_sharding = sharding.batch_sharded(self._mesh)
     apply_fn = lambda tiles: np.asarray(self._forward(variables, jax.device_put(tiles, batch_sharding)))
-    results = {}
+    results, self.per_image = {}, {}
     for name, images in self._sets():
       t0 = time.perf_counter()
-      sums = np.zeros(4)  # count, psnr_y, ssim_y, psnr_rgb
+      sums = np.zeros(6)  # count, psnr_y, ssim_y, psnr_rgb, bicubic psnr_y, bicubic ssim_y
+      rows = self.per_image[name] = []
       for i, image in enumerate(images()):
         if 0 <= config.eval_max_images <= i * jax.process_count():
           break
@@ -118,25 +122,29 @@ class SuperResolutionTask:
         out = tiling.upscale(apply_fn, lr, config.scale, tile=config.eval_tile, overlap=config.eval_tile_overlap,
                              batch=self._tile_batch)
         sr_image = to_uint8(out)
-        sums += [1, metrics.psnr(sr_image, image['hr'], config.scale), metrics.ssim(sr_image, image['hr'], config.scale),
-                 metrics.psnr(sr_image, image['hr'], config.scale, y_channel=False)]
+        bicubic = imresize(image['lr'], config.scale)
+        scores = [metrics.psnr(sr_image, image['hr'], config.scale), metrics.ssim(sr_image, image['hr'], config.scale),
+                  metrics.psnr(sr_image, image['hr'], config.scale, y_channel=False),
+                  metrics.psnr(bicubic, image['hr'], config.scale), metrics.ssim(bicubic, image['hr'], config.scale)]
+        sums += [1] + scores
+        rows.append(dict(zip(('name', 'psnr_y', 'ssim_y', 'psnr_rgb', 'bicubic_psnr_y', 'bicubic_ssim_y'),
+                             [image['name']] + [float(v) for v in scores])))
         if i < config.eval_num_samples and jax.process_index() == 0:
-          self._write_sample(reporter, step, name, image, sr_image)
+          self._write_sample(reporter, step, name, image, bicubic, sr_image)
       if jax.process_count() > 1:
         sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
       if sums[0] == 0:
         raise UserError(f'evaluation set {name!r} has no images')
       means = {'psnr_y': sums[1] / sums[0], 'ssim_y': sums[2] / sums[0], 'psnr_rgb': sums[3] / sums[0],
-               'images': int(sums[0])}
+               'bicubic_psnr_y': sums[4] / sums[0], 'bicubic_ssim_y': sums[5] / sums[0], 'images': int(sums[0])}
       reporter.write_eval(step, name, means, time.perf_counter() - t0)
       results.update({f'eval/{name}/{k}': float(v) if k != 'images' else v for k, v in means.items()})
     return results
 
-  def _write_sample(self, reporter, step, name, image, sr_image):
+  def _write_sample(self, reporter, step, name, image, bicubic, sr_image):
     """LR (nearest) | bicubic | SR | HR side by side, to TensorBoard and WORKDIR/samples/."""
     scale = self.config.scale
     lr = image['lr']
     nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
-    bicubic = imresize(lr, scale)
     panel = np.concatenate([nearest, bicubic, sr_image, image['hr']], axis=1)
     reporter.write_image(step, f'samples/{name}/{image["name"]}', panel)

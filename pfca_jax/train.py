@@ -129,6 +129,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'wall_time_s': meta['wall_time_s'] + time.time() - session_start,
              'train_images_per_sec': reporter.train_images_per_sec(),
              'config': config.to_dict(), 'devices': jax.device_count(), 'processes': jax.process_count()}
+  if getattr(task, 'per_image', None):
+    results['per_image'] = task.per_image
   reporting.write_json(workdir, 'results.json', results)
   return final
 
@@ -137,7 +139,7 @@ def _best(best: dict, current: dict) -> dict:
   """Per metric, the best value seen: lowest for losses, highest for the rest (accuracy, PSNR, SSIM)."""
   merged = dict(best)
   for name, value in current.items():
-    if name.endswith(('/examples', '/images')):  # Counts, not scores.
+    if name.endswith(('/examples', '/images')) or '/bicubic_' in name:  # Counts and references, not scores.
       continue
     lower_is_better = name.endswith('/loss')
     if name not in merged or (value < merged[name] if lower_is_better else value > merged[name]):

@@ -1,4 +1,4 @@
-"""Classification input pipelines: CIFAR-100 and ImageNet from prepared TFDS data.
+"""Classification input pipelines: CIFAR-100, ImageNet and scikit-learn's digits as TFDS data.
 
     info = dataset_info(config)
     train = train_iterator(config, info, start_step=step)    # infinite, resumable
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax.data import epochs, preprocessing, tfds_source
+from pfca_jax.data import digits, epochs, preprocessing, tfds_source
 from pfca_jax.errors import UserError
 
 Batch = epochs.Batch
@@ -39,6 +39,10 @@ class DatasetSpec:
     prepare_hint: how to prepare the data, `{data_dir}` standing for the directory.
     check_config: raises ValueError for config values the preprocessing cannot
       honour, before any data is read.
+    local_builder: for data that ships inside an installed package, the TFDS
+      builder class that prepares it offline on first use; None for datasets
+      that must be prepared beforehand (see prepare_hint).
+    label_names: class names when they are known without reading the data.
   """
   tfds_name: str
   num_classes: int
@@ -49,6 +53,8 @@ class DatasetSpec:
   eval_preprocess: Callable[[tf.Tensor, Any], tf.Tensor]
   prepare_hint: str
   check_config: Callable[[Any], None] = lambda config: None
+  local_builder: type[tfds.core.DatasetBuilder] | None = None
+  label_names: tuple[str, ...] | None = None
 
 
 def _check_field(config, field: str, ok: bool, requirement: str) -> None:
@@ -87,6 +93,19 @@ DATASETS: dict[str, DatasetSpec] = {
                                                  config.eval_resize_size >= config.image_size,
                                                  'must be at least config.image_size, the centre crop'),
     ),
+    digits.NAME: DatasetSpec(
+        tfds_name=digits.NAME,
+        num_classes=digits.NUM_CLASSES,
+        mean=digits.MEAN,
+        std=digits.STD,
+        decode=preprocessing.decode_png,
+        train_preprocess=lambda image, seed, config: digits.train_preprocess(
+            image, seed, image_size=config.image_size, padding=config.crop_padding),
+        eval_preprocess=lambda image, config: digits.eval_preprocess(image, image_size=config.image_size),
+        prepare_hint='It is prepared from the installed scikit-learn on first use; is scikit-learn installed?',
+        local_builder=digits.SklearnDigits,
+        label_names=digits.LABEL_NAMES,
+    ),
 }
 
 
@@ -111,6 +130,8 @@ class DatasetInfo:
 def _open(config) -> tuple[DatasetSpec, tfds.core.DatasetBuilder]:
   spec = get_spec(config.dataset)
   spec.check_config(config)
+  if spec.local_builder is not None:
+    return spec, tfds_source.open_local_builder(spec.local_builder, config.data_dir)
   return spec, tfds_source.open_builder(spec.tfds_name, config.data_dir, spec.prepare_hint)
 
 

@@ -1,4 +1,4 @@
-"""Super-resolution input pipelines: DIV2K from prepared TFDS data, benchmark folders.
+"""Super-resolution input pipelines: DIV2K (or skimage's photos) as TFDS data, benchmark folders.
 
     info = dataset_info(config)
     train = train_iterator(config, info, start_step=step)   # infinite, resumable, {'lr', 'hr'} patches
@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax.data import epochs, tfds_source
+from pfca_jax.data import epochs, skimage_photos, tfds_source
 # The classification module's seeding, batching and checking helpers are the
 # shared determinism machinery; reusing them keeps both pipelines resuming alike.
 from pfca_jax.data.sr_folders import crop_pair, folder_images, mod_crop  # noqa: F401 (re-exported)
@@ -40,9 +40,15 @@ class SRInfo:
   hr_patch: int
 
 
+# Datasets of (LR, HR) pairs with DIV2K's features: None for data prepared beforehand with `tfds build`,
+# else the builder that prepares it offline from an installed package on first use.
+DATASETS = {'div2k': None, skimage_photos.NAME: skimage_photos.SkimagePhotos}
+
+
 def _check_config(config) -> None:
-  if config.dataset != 'div2k':
-    raise UserError(f"Unknown super-resolution dataset {config.dataset!r}; supported datasets: div2k")
+  if config.dataset not in DATASETS:
+    raise UserError(f"Unknown super-resolution dataset {config.dataset!r}; supported datasets: "
+                    f"{', '.join(DATASETS)}")
   if config.scale not in SCALES:
     raise UserError(f'config.scale={config.scale!r} must be one of {SCALES} (the bicubic DIV2K configs)')
   if config.hr_patch_size <= 0 or config.hr_patch_size % config.scale:
@@ -58,6 +64,9 @@ def tfds_name(scale: int) -> str:
 
 def _open(config) -> tfds.core.DatasetBuilder:
   _check_config(config)
+  if DATASETS[config.dataset] is not None:
+    return tfds_source.open_local_builder(DATASETS[config.dataset], config.data_dir,
+                                          config=f'bicubic_x{config.scale}')
   return tfds_source.open_builder(tfds_name(config.scale), config.data_dir,
                                   PREPARE_HINT.format(scale=config.scale))
 
@@ -99,8 +108,11 @@ def _read_pairs(builder, split, *, shuffle_seed: int | None) -> tf.data.Dataset:
 
 
 def _decode(pair):
-  return {key: tf.io.decode_png(pair[key], channels=3) if pair[key].dtype == tf.string else pair[key]
-          for key in ('lr', 'hr')}
+  decoded = {key: tf.io.decode_png(pair[key], channels=3) if pair[key].dtype == tf.string else pair[key]
+             for key in ('lr', 'hr')}
+  if 'name' in pair:  # skimage_photos stores names; DIV2K does not.
+    decoded['name'] = pair['name']
+  return decoded
 
 
 def _cached_decoded(builder, split) -> tf.data.Dataset:
@@ -225,7 +237,7 @@ def eval_images(config, split: str | None = None, *, process_index: int | None =
   not batched. HR is mod-cropped to a multiple of the scale and LR cropped to
   HR / scale. TFDS's div2k stores no file names, so 'name' is
   '{split}_{index:04d}', index counting in the split's stored order across
-  all processes.
+  all processes; datasets that store names (skimage_photos) keep theirs.
   """
   process_index, process_count = epochs.process_index_count(process_index, process_count)
   split = config.eval_split if split is None else split
@@ -239,5 +251,6 @@ def eval_images(config, split: str | None = None, *, process_index: int | None =
   ds = _read_pairs(builder, share, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.prefetch(2).with_options(epochs.read_options())
   # A generator of its own, so that a missing dataset or bad split fails at the call, not at the first image.
-  return (crop_pair(pair['lr'], pair['hr'], config.scale, f'{split}_{index:04d}')
+  return (crop_pair(pair['lr'], pair['hr'], config.scale,
+                    pair['name'].decode() if 'name' in pair else f'{split}_{index:04d}')
           for index, pair in enumerate(ds.as_numpy_iterator(), start=first))

@@ -71,6 +71,30 @@ def open_builder(name: str, data_dir: str | None, prepare_hint: str) -> tfds.cor
   return builder
 
 
+def open_local_builder(builder_cls: type[tfds.core.DatasetBuilder], data_dir: str | None,
+                       **builder_kwargs) -> tfds.core.DatasetBuilder:
+  """The builder of a dataset made from files of an installed package, prepared offline if it is not yet.
+
+  Preparing writes ordinary TFRecords into `data_dir`, so every later read is that of any prepared
+  TFDS dataset. Several processes may prepare at once (a multi-process run on one host): TFDS
+  writes into a temporary folder and renames it, and a process that loses the race finds the
+  winner's copy prepared.
+  """
+  builder = builder_cls(data_dir=data_dir, **builder_kwargs)
+  if builder.is_prepared() or mock_data_active():
+    return builder
+  print(f"Preparing '{builder.info.full_name}' in {builder.data_dir_root} (first use, offline)", flush=True)
+  tfds.disable_progress_bar()  # TFDS's bars and shard names would bury the run's own output.
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # noqa: BLE001 -- checked just below: only a lost race is forgiven.
+    builder = builder_cls(data_dir=data_dir, **builder_kwargs)
+    if not builder.is_prepared():
+      raise DatasetNotFoundError(f"could not prepare '{builder.name}' in data_dir "
+                                 f"'{builder.data_dir_root}': {e}") from None
+  return builder
+
+
 def _prepared_versions(dataset_dir: str) -> list[str]:
   """Versions with a dataset_info.json under a dataset folder, to tell a version mismatch from no data."""
   if not os.path.isdir(dataset_dir):
