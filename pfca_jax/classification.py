@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pfca_jax import data, sharding, steps
+from pfca_jax import data, progress, sharding, steps
 from pfca_jax.validation import create_model
 
 
@@ -96,8 +96,11 @@ class ClassificationTask:
   def evaluate(self, state, step: int, reporter) -> dict:
     """Top-1/top-5/loss over every example of config.eval_split, as {'eval/<split>/<name>': value}."""
     t0 = time.perf_counter()
-    batches, _ = data.eval_iterator(self._eval_config, self.info)
-    sums = steps.evaluate(self._eval_step, state, sharding.prefetch_to_devices(batches, self._batch_sharding))
+    batches, num_steps = data.eval_iterator(self._eval_config, self.info)
+    with progress.Progress(num_steps, f'eval {self.config.eval_split}', 'batch', leave=False,
+                           enabled=jax.process_index() == 0) as bar:
+      sums = steps.evaluate(self._eval_step, state,
+                            sharding.prefetch_to_devices(bar.wrap(batches), self._batch_sharding))
     metrics = eval_metrics(sums)
     split = self.config.eval_split
     reporter.write_eval(step, split, metrics, time.perf_counter() - t0)

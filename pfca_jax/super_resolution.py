@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pfca_jax import metrics, sharding, tiling
+from pfca_jax import metrics, progress, sharding, tiling
 from pfca_jax.data import sr_folders
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
@@ -115,7 +115,8 @@ class SuperResolutionTask:
       t0 = time.perf_counter()
       sums = np.zeros(6)  # count, psnr_y, ssim_y, psnr_rgb, bicubic psnr_y, bicubic ssim_y
       rows = self.per_image[name] = []
-      for i, image in enumerate(images()):
+      bar = progress.Progress(None, f'eval {name}', 'image', leave=False, enabled=jax.process_index() == 0)
+      for i, image in enumerate(bar.wrap(images())):
         if 0 <= config.eval_max_images <= i * jax.process_count():
           break
         lr = image['lr'].astype(np.float32) / 255.0
@@ -131,6 +132,7 @@ class SuperResolutionTask:
                              [image['name']] + [float(v) for v in scores])))
         if i < config.eval_num_samples and jax.process_index() == 0:
           self._write_sample(reporter, step, name, image, bicubic, sr_image)
+      bar.close()
       if jax.process_count() > 1:
         sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
       if sums[0] == 0:
