@@ -10,7 +10,7 @@ import os
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
+from pfca_jax import image_io
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
@@ -39,13 +39,8 @@ def crop_pair(lr: np.ndarray, hr: np.ndarray, scale: int, name: str) -> Pair:
 
 
 def read_rgb(path: str) -> np.ndarray:
-  """uint8 HxWx3: grayscale is repeated to 3 channels and alpha is dropped, as the models take RGB."""
-  with Image.open(path) as image:
-    if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
-      # convert('RGB') clips 16-bit values instead of scaling them; a silent
-      # white image would give meaningless scores.
-      raise ValueError(f'{path}: {image.mode} (more than 8 bits per channel) images are not supported')
-    return np.asarray(image.convert('RGB'), dtype=np.uint8)
+  """uint8 HxWx3 (pfca_jax.image_io): 16-bit scaled by 1/257, grey repeated to 3 channels, alpha dropped."""
+  return image_io.read_image(path).rgb
 
 
 def _image_files(directory: str) -> list[str]:
