@@ -244,16 +244,6 @@ def classify(args) -> None:
 # --- upscale ---------------------------------------------------------------------------------------
 
 
-def to_uint8(image: np.ndarray, rows: int = 256) -> np.ndarray:
-  """super_resolution.to_uint8 (round, clip), by blocks of rows: a whole float64 copy of a large output
-  would need 8 bytes per value, and that module pulls in TensorFlow."""
-  out = np.empty(image.shape, np.uint8)
-  for top in range(0, image.shape[0], rows):
-    block = np.asarray(image[top:top + rows], np.float64)
-    out[top:top + rows] = np.clip(np.round(block * 255.0), 0, 255)
-  return out
-
-
 class TileProgress:
   """tiling.upscale's progress(done, total) callback, drawn with pfca_jax.progress once the total is known."""
 
@@ -279,7 +269,7 @@ def upscale_image(forward, rgb: np.ndarray, scale: int, *, tile: int, overlap: i
   """The uint8 (scale*H, scale*W, 3) super-resolution of a uint8 RGB image, tile by tile."""
   from pfca_jax import tiling
   lr = rgb.astype(np.float32) / 255.0
-  return to_uint8(tiling.upscale(forward, lr, scale, tile=tile, overlap=overlap, batch=TILE_BATCH,
+  return tiling.to_uint8(tiling.upscale(forward, lr, scale, tile=tile, overlap=overlap, batch=TILE_BATCH,
                                  progress=progress))
 
 

@@ -23,6 +23,7 @@ from pfca_jax.data import sr_folders
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
+from pfca_jax.tiling import to_uint8
 from pfca_jax.validation import create_model
 
 # Folder names that say "the HR images of a set", so the set is named after the folder above.
@@ -45,11 +46,6 @@ def parse_folders(text: str) -> list[tuple[str, str, str | None]]:
 
 def l1_loss(outputs, batch):
   return jnp.mean(jnp.abs(outputs - batch['hr'])), {}
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-  """A [0, 1] float image as the 8-bit image it would be saved as."""
-  return np.clip(np.round(np.asarray(image, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 class SuperResolutionTask:

@@ -17,6 +17,18 @@ from typing import Callable
 import numpy as np
 
 
+def to_uint8(image: np.ndarray, rows: int = 256) -> np.ndarray:
+  """A [0, 1] float image as the 8-bit image it would be saved as (x 255, rounded, clipped).
+
+  Done in blocks of rows: a whole float64 copy of a large upscaled photo would need 8 bytes a value.
+  """
+  out = np.empty(image.shape, np.uint8)
+  for top in range(0, image.shape[0], rows):
+    block = np.asarray(image[top:top + rows], np.float64)
+    out[top:top + rows] = np.clip(np.round(block * 255.0), 0, 255)
+  return out
+
+
 def _starts(length: int, tile: int, step: int) -> list[int]:
   """Tile origins along one axis: every `step`, the last one flush with the end."""
   if length <= tile:
