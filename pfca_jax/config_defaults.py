@@ -23,6 +23,9 @@ def classification() -> ml_collections.ConfigDict:
   c.model.attention_position = 'auto'  # auto (SimAM post_conv, others post_bn) | post_bn | post_conv.
   c.model.zero_init_last_bn = False   # Start each residual branch's last BN scale at zero.
   c.model.dtype = 'float32'           # Compute dtype (float32 | bfloat16); parameters stay float32.
+  # Convolution lowering: auto (matmul on CPU, xla elsewhere) | xla | matmul; same parameters and
+  # outputs either way (pfca_jax/models/conv.py).
+  c.model.conv_impl = 'auto'
 
   c.dataset = 'cifar100'              # cifar100 | imagenet2012 (prepared TFDS data) | sklearn_digits (offline).
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.

@@ -13,12 +13,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-# XLA's own CPU convolutions instead of the YNNPACK path: ResNet-50 train steps 7.4 -> 5.0 s at batch 16
-# on a 2-core AVX-512 host (measured; ../shared/notes/cpu-performance.md has 1.45x). Only the CPU
-# backend reads it, and it must be set before the first computation initialises that backend.
-_CPU_CONV_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
-if 'xla_cpu_experimental_ynn_fusion_type' not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {_CPU_CONV_FLAG}'.strip()
+from pfca_jax import cpu_flags
+
+cpu_flags.apply()
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar100_resnet56.py[:ATTENTION].',
                                           lock_config=True)

@@ -35,7 +35,8 @@ def model_options(config) -> dict:
   if m.name == 'msrresnet':
     options.update(num_feat=m.num_feat, num_block=m.num_block)
   else:
-    options.update(attention_position=m.attention_position, zero_init_last_bn=m.zero_init_last_bn)
+    options.update(attention_position=m.attention_position, zero_init_last_bn=m.zero_init_last_bn,
+                   conv_impl=m.get('conv_impl', 'auto'))
   return options
 
 

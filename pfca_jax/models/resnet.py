@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
+from pfca_jax.models.conv import MatmulConv, resolve_impl
 
 ModuleDef = Any
 
@@ -154,6 +155,8 @@ class ResNet(nn.Module):
       reference placement), 'post_bn' or 'post_conv'.
     dtype: compute dtype; parameters and BN statistics stay float32, logits are float32.
     zero_init_last_bn: see _Block.
+    conv_impl: how convolutions are lowered: 'auto' (per backend), 'xla' or 'matmul'
+      (pfca_jax/models/conv.py); same parameters and outputs (within float rounding) either way.
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
@@ -165,6 +168,7 @@ class ResNet(nn.Module):
   attention_position: str = 'auto'
   dtype: Any = jnp.float32
   zero_init_last_bn: bool = False
+  conv_impl: str = 'auto'
 
   def __post_init__(self):
     if self.stem not in STEMS:
@@ -175,13 +179,15 @@ class ResNet(nn.Module):
       raise ValueError(f'num_classes={self.num_classes!r} must be a positive integer')
     get_attention(self.attention, self.attention_options)
     resolve_position(self.attention, self.attention_position)
+    resolve_impl(self.conv_impl)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if x.ndim != 4:
       raise ValueError(f'ResNet expects NHWC input (4 dims), got shape {x.shape}')
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    conv_cls = MatmulConv if resolve_impl(self.conv_impl) == 'matmul' else nn.Conv
+    conv = functools.partial(conv_cls, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
     # PyTorch's BN momentum 0.1 is flax's 0.9 (the weight of the running average).
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)

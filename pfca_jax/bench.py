@@ -1,0 +1,226 @@
+"""Training-step throughput of the paper's networks per attention, side by side: a benchmark, not a test.
+
+    python -m pfca_jax.bench [--benchmarks resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4]
+        [--attentions none,pfca,se,eca,simam] [--batch-size 16] [--rounds 5] [--steps 2]
+        [--conv-impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off] [--pipelines]
+        [--json bench.json]
+
+Each entry is the trainer's own jitted step (pfca_jax.steps.make_train_step, the configs' optimiser,
+loss and sharding over every device) on a fixed random batch. Entries are compiled first (compile
+time and XLA's planned peak memory reported apart), then timed in interleaved rounds: every round
+runs `--steps` steps of each entry in turn, so slow drifts of the machine hit all entries alike. The
+table gives the median step time with min-max over rounds, images (or patches) per second, and the
+step-time overhead over `none` of the same network in the same run. When PyTorch is importable, its
+references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager) join the same rounds
+(pfca_jax/bench_torch.py). `--pipelines` adds the input pipelines' examples/s for the datasets that
+are available offline or prepared.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from pfca_jax import bench_torch, cpu_flags
+
+cpu_flags.apply()  # The trainer's XLA CPU flags, before JAX initialises its backend.
+if '--torch=off' not in sys.argv:
+  bench_torch.preload()  # Before TensorFlow: loading PyTorch's native libraries after it crashes here.
+
+import jax  # noqa: E402
+import jax.numpy as jnp
+import numpy as np
+
+from pfca_jax import config_defaults, optim, sharding, steps, train_state
+from pfca_jax.classification import train_loss
+from pfca_jax.errors import UserError
+from pfca_jax.models.attention import ATTENTIONS
+from pfca_jax.models.conv import CONV_IMPLS
+from pfca_jax.super_resolution import l1_loss
+from pfca_jax.validation import create_model
+
+# name -> (config factory, input side, task input key); the configs are the training recipes.
+BENCHMARKS = {
+    'resnet18': (lambda: _imagenet('resnet18'), 224, 'image'),
+    'resnet50': (lambda: _imagenet('resnet50'), 224, 'image'),
+    'resnet101': (lambda: _imagenet('resnet101'), 224, 'image'),
+    'cifar_resnet20': (lambda: _cifar('cifar_resnet20'), 32, 'image'),
+    'cifar_resnet56': (lambda: _cifar('cifar_resnet56'), 32, 'image'),
+    'cifar_resnet164': (lambda: _cifar('cifar_resnet164'), 32, 'image'),
+    'msrresnet_x4': (lambda: config_defaults.super_resolution(4), 32, 'lr'),
+}
+DEFAULT_BENCHMARKS = 'resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4'
+
+
+def _imagenet(name):
+  config = config_defaults.imagenet()
+  config.model.name = name
+  return config
+
+
+def _cifar(name):
+  config = config_defaults.classification()
+  config.model.name = name
+  return config
+
+
+class Entry:
+  """One jitted train step of one network with one attention, ready to time."""
+
+  def __init__(self, benchmark: str, attention: str, batch_size: int, conv_impl: str, dtype: str):
+    make_config, side, self.input_key = BENCHMARKS[benchmark]
+    config = make_config()
+    config.model.attention = attention
+    config.model.dtype = dtype
+    if config.task == 'classification':
+      config.model.conv_impl = conv_impl
+    self.benchmark, self.attention, self.batch = benchmark, attention, batch_size
+    self.name = f'{benchmark} + {attention}'
+    is_sr = config.task == 'super_resolution'
+    extra = {'scale': config.scale} if is_sr else {'num_classes': 1000 if side == 224 else 100}
+    model = create_model(config, **extra)
+    mesh = sharding.create_mesh()
+    schedule = optim.create_schedule(config, steps_per_epoch=1000, total_steps=10 ** 6)
+    tx = optim.create_optimizer(config, schedule)
+    shape = (batch_size, side, side, 3)
+    _, shardings = train_state.abstract_state(model, tx, (1,) + shape[1:], 0, mesh)
+    self.state = train_state.create_state(model, tx, (1,) + shape[1:], 0, shardings)
+    rng = np.random.default_rng(0)
+    if is_sr:
+      batch = {'lr': rng.random(shape, np.float32), 'hr': rng.random((batch_size, side * 4, side * 4, 3), np.float32)}
+      loss = l1_loss
+    else:
+      batch = {'image': rng.standard_normal(shape, np.float32),
+               'label': rng.integers(0, extra['num_classes'], batch_size).astype(np.int32)}
+      loss = lambda outputs, b: train_loss(outputs, b, 0.0)
+    self.batch_data = jax.device_put(batch, sharding.batch_sharded(mesh))
+    self.step = steps.make_train_step(loss, schedule, shardings, mesh, input_key=self.input_key)
+    self.params = sum(x.size for x in jax.tree.leaves(self.state.params))
+
+  def compile(self) -> None:
+    t0 = time.perf_counter()
+    compiled = self.step.lower(self.state, self.batch_data).compile()
+    self.compile_s = time.perf_counter() - t0
+    memory = compiled.memory_analysis()
+    self.peak_bytes = None if memory is None else int(
+        memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
+        - memory.alias_size_in_bytes)
+    self.state, metrics = self.step(self.state, self.batch_data)  # Warm-up (first-run allocations).
+    jax.block_until_ready(metrics)
+
+  def run(self, n: int) -> float:
+    """Seconds per step over n steps."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+      self.state, metrics = self.step(self.state, self.batch_data)
+    jax.block_until_ready((self.state.params, metrics))
+    return (time.perf_counter() - t0) / n
+
+
+def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print) -> None:
+  """Interleaved rounds; each entry gets `.times` (seconds per step, one per round)."""
+  for entry in entries:
+    entry.times = []
+  for r in range(rounds):
+    for entry in entries:
+      entry.times.append(entry.run(steps_per_round))
+    log(f'round {r + 1}/{rounds}: ' + ', '.join(f'{e.name} {e.times[-1]:.3f}s' for e in entries))
+
+
+def summarize(entries: list) -> list[dict]:
+  rows = []
+  for e in entries:
+    median = statistics.median(e.times)
+    rows.append({'name': e.name, 'benchmark': e.benchmark, 'attention': e.attention, 'batch': e.batch,
+                 'step_s_median': median, 'step_s_min': min(e.times), 'step_s_max': max(e.times),
+                 'examples_per_s': e.batch / median, 'compile_s': getattr(e, 'compile_s', None),
+                 'peak_bytes': getattr(e, 'peak_bytes', None), 'params': getattr(e, 'params', None),
+                 'framework': getattr(e, 'framework', 'jax')})
+  base = {r['benchmark']: r for r in rows if r['attention'] == 'none' and r['framework'] == 'jax'}
+  for r in rows:
+    b = base.get(r['benchmark'])
+    r['overhead_vs_none'] = r['step_s_median'] / b['step_s_median'] - 1 if b else None
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  header = (f'{"step":<34} {"batch":>5} {"s/step (min-max)":>22} {"ex/s":>9} {"vs none":>8} {"compile":>8} '
+            f'{"peak MB":>8}')
+  lines = [header, '-' * len(header)]
+  for r in rows:
+    spread = f'{r["step_s_median"]:.3f} ({r["step_s_min"]:.3f}-{r["step_s_max"]:.3f})'
+    overhead = '' if r['overhead_vs_none'] is None else f'{100 * r["overhead_vs_none"]:+.1f}%'
+    compile_s = '' if r['compile_s'] is None else f'{r["compile_s"]:.1f}s'
+    peak = '' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2 ** 20:,.0f}'
+    lines.append(f'{r["name"]:<34} {r["batch"]:>5} {spread:>22} {r["examples_per_s"]:>9.1f} {overhead:>8} '
+                 f'{compile_s:>8} {peak:>8}')
+  return '\n'.join(lines)
+
+
+def _names(text: str, valid, what: str) -> list[str]:
+  names = [n.strip() for n in text.split(',') if n.strip()]
+  bad = [n for n in names if n not in valid]
+  if bad or not names:
+    raise UserError(f'--{what}={text!r}: {", ".join(bad) or "empty"}; valid: {", ".join(valid)}')
+  return names
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m pfca_jax.bench', description=__doc__.split('\n')[0])
+  parser.add_argument('--benchmarks', default=DEFAULT_BENCHMARKS)
+  parser.add_argument('--attentions', default='none,pfca,se')
+  parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--steps', type=int, default=2, help='steps per entry per round')
+  parser.add_argument('--conv-impl', default='auto', choices=CONV_IMPLS)
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
+  parser.add_argument('--torch', default='auto', choices=('auto', 'off'))
+  parser.add_argument('--pipelines', action='store_true')
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args(argv)
+  try:
+    benchmarks = _names(args.benchmarks, BENCHMARKS, 'benchmarks')
+    attentions = _names(args.attentions, ATTENTIONS, 'attentions')
+    if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
+      raise UserError('--batch-size, --rounds and --steps must be >= 1')
+    sharding.check_batch_size('--batch-size', args.batch_size)
+    if args.json:
+      json_dir = os.path.dirname(os.path.abspath(args.json))
+      if not os.access(json_dir, os.W_OK):
+        raise UserError(f'--json={args.json}: folder {json_dir} is not writable')
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  log = lambda text: print(text, file=sys.stderr, flush=True)
+  device = jax.devices()[0]
+  machine = f'{jax.device_count()} x {device.device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores'
+  log(f'pfca_jax.bench on {machine}, jax {jax.__version__}')
+  entries = []
+  for benchmark in benchmarks:
+    for attention in attentions:
+      entry = Entry(benchmark, attention, args.batch_size, args.conv_impl, args.dtype)
+      entry.compile()
+      log(f'compiled {entry.name} in {entry.compile_s:.1f}s')
+      entries.append(entry)
+  if args.torch == 'auto':
+    entries += bench_torch.entries(benchmarks, args.batch_size, log)
+  time_rounds(entries, args.rounds, args.steps, log)
+  rows = summarize(entries)
+  result = {'machine': machine, 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,
+            'rounds': args.rounds, 'steps_per_round': args.steps, 'rows': rows}
+  print(format_table(rows))
+  if args.pipelines:
+    from pfca_jax import bench_pipelines
+    result['pipelines'] = bench_pipelines.measure(args.batch_size, log)
+    print(bench_pipelines.format_table(result['pipelines']))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(result, f, indent=2)
+    log(f'written: {args.json}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,131 @@
+"""PyTorch references for pfca_jax.bench, timed in the same interleaved rounds: eager training steps.
+
+Used only when PyTorch is installed (it is not a dependency of the project). The references are the
+networks our models reproduce: torchvision's resnet50 (and timm's seresnet50 when timm is there) for
+resnet50, and BasicSR's MSRResNet definition, written out below, for msrresnet_x4. Each step is
+forward, loss, backward and the same optimiser as our config (SGD momentum / Adam) on a fixed
+random batch, in NCHW float32, with PyTorch's default thread count.
+"""
+
+import time
+
+
+def preload() -> None:
+  """Imports PyTorch (and torchvision, timm) if installed; must run before TensorFlow is imported."""
+  for module in ('torch', 'torchvision', 'timm'):
+    try:
+      __import__(module)
+    except ImportError:
+      pass
+
+
+def _available():
+  try:
+    import torch  # noqa: F401
+    return True
+  except ImportError:
+    return False
+
+
+class TorchEntry:
+  framework = 'torch'
+  compile_s = None
+  peak_bytes = None
+
+  def __init__(self, name, benchmark, model, optimizer, loss_fn, inputs, targets, batch):
+    import torch
+    self.name, self.benchmark, self.attention, self.batch = name, benchmark, 'torch', batch
+    self._torch = torch
+    self.model, self.optimizer, self.loss_fn = model.train(), optimizer, loss_fn
+    self.inputs, self.targets = inputs, targets
+    self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    self.run(1)  # Warm-up.
+
+  def run(self, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+      self.optimizer.zero_grad(set_to_none=True)
+      loss = self.loss_fn(self.model(self.inputs), self.targets)
+      loss.backward()
+      self.optimizer.step()
+    float(loss)  # Waits for the last step.
+    return (time.perf_counter() - t0) / n
+
+
+def msrresnet_x4():
+  """BasicSR's MSRResNet (64 features, 16 residual blocks, x4), same initialisation scale (x0.1 Kaiming)."""
+  import torch
+  from torch import nn
+  import torch.nn.functional as F
+
+  class Block(nn.Module):
+    def __init__(self, feat):
+      super().__init__()
+      self.conv1 = nn.Conv2d(feat, feat, 3, 1, 1)
+      self.conv2 = nn.Conv2d(feat, feat, 3, 1, 1)
+
+    def forward(self, x):
+      return x + self.conv2(F.relu(self.conv1(x)))
+
+  class MSRResNet(nn.Module):
+    def __init__(self, feat=64, blocks=16):
+      super().__init__()
+      self.conv_first = nn.Conv2d(3, feat, 3, 1, 1)
+      self.body = nn.Sequential(*[Block(feat) for _ in range(blocks)])
+      self.upconv1 = nn.Conv2d(feat, feat * 4, 3, 1, 1)
+      self.upconv2 = nn.Conv2d(feat, feat * 4, 3, 1, 1)
+      self.conv_hr = nn.Conv2d(feat, feat, 3, 1, 1)
+      self.conv_last = nn.Conv2d(feat, 3, 3, 1, 1)
+      for m in self.modules():
+        if isinstance(m, nn.Conv2d):
+          nn.init.kaiming_normal_(m.weight)
+          m.weight.data *= 0.1
+          nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+      act = lambda t: F.leaky_relu(t, 0.1)
+      feat = act(self.conv_first(x))
+      out = self.body(feat)
+      out = act(F.pixel_shuffle(self.upconv1(out), 2))
+      out = act(F.pixel_shuffle(self.upconv2(out), 2))
+      out = self.conv_last(act(self.conv_hr(out)))
+      return out + F.interpolate(x, scale_factor=4, mode='bilinear', align_corners=False)
+
+  torch.manual_seed(0)
+  return MSRResNet()
+
+
+def entries(benchmarks: list[str], batch: int, log) -> list:
+  """The PyTorch references of the requested benchmarks that can be built here ([] without PyTorch)."""
+  if not _available():
+    log('PyTorch is not installed: JAX figures only (pip install torch torchvision timm to add the references)')
+    return []
+  import torch
+  from torch import nn
+  result = []
+  if 'resnet50' in benchmarks:
+    images = torch.randn(batch, 3, 224, 224)
+    labels = torch.randint(0, 1000, (batch,))
+    references = []
+    try:
+      import torchvision
+      references.append(('torchvision resnet50 (eager)', torchvision.models.resnet50()))
+    except ImportError:
+      log('torchvision is not installed: no torchvision resnet50 reference')
+    try:
+      import timm
+      references.append(('timm seresnet50 (eager)', timm.create_model('seresnet50', pretrained=False)))
+    except ImportError:
+      log('timm is not installed: no seresnet50 reference')
+    for name, model in references:
+      optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+      result.append(TorchEntry(name, 'resnet50', model, optimizer, nn.CrossEntropyLoss(), images, labels, batch))
+      log(f'ready: {name}')
+  if 'msrresnet_x4' in benchmarks:
+    model = msrresnet_x4()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
+    lr, hr = torch.rand(batch, 3, 32, 32), torch.rand(batch, 3, 128, 128)
+    result.append(TorchEntry('BasicSR msrresnet_x4 (eager)', 'msrresnet_x4', model, optimizer, nn.L1Loss(), lr, hr,
+                             batch))
+    log('ready: BasicSR msrresnet_x4 (eager)')
+  return result

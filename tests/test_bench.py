@@ -1,0 +1,35 @@
+"""pfca_jax.bench runs end to end on a tiny entry and refuses bad arguments in one line (figures are not tested)."""
+
+import json
+
+import pytest
+
+from pfca_jax import bench
+
+
+def test_bench_writes_rows_with_overheads(tmp_path, capsys):
+  out = tmp_path / 'bench.json'
+  assert bench.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch-size=8', '--rounds=2',
+                     '--steps=1', '--torch=off', f'--json={out}']) == 0
+  result = json.loads(out.read_text())
+  rows = {r['name']: r for r in result['rows']}
+  assert set(rows) == {'cifar_resnet20 + none', 'cifar_resnet20 + pfca'}
+  none, pfca = rows['cifar_resnet20 + none'], rows['cifar_resnet20 + pfca']
+  assert none['overhead_vs_none'] == 0.0
+  assert pfca['overhead_vs_none'] == pytest.approx(pfca['step_s_median'] / none['step_s_median'] - 1)
+  assert none['params'] == pfca['params'] == 278_324
+  assert none['step_s_min'] <= none['step_s_median'] <= none['step_s_max']
+  assert none['examples_per_s'] == pytest.approx(8 / none['step_s_median'])
+  assert none['compile_s'] > 0 and none['peak_bytes'] > 0
+  assert 'cifar_resnet20 + pfca' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--benchmarks=resnet49'], "--benchmarks='resnet49': resnet49; valid: resnet18, resnet50"),
+    (['--attentions=none,cbam'], "--attentions='none,cbam': cbam; valid: none, pfca"),
+    (['--batch-size=3'], '--batch-size'),
+])
+def test_bad_arguments_are_one_line(argv, message, capsys):
+  assert bench.main(argv + ['--torch=off']) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]

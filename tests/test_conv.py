@@ -1,0 +1,45 @@
+"""The matrix-product convolution lowerings give nn.Conv's parameters, outputs and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pfca_jax import models
+from pfca_jax.models.conv import MatmulConv, resolve_impl
+
+
+@pytest.mark.parametrize('kernel,strides,padding,shape', [
+    ((1, 1), 1, 0, (2, 9, 7, 12)),     # bottleneck 1x1
+    ((1, 1), 2, 0, (2, 9, 7, 12)),     # projection shortcut, odd sizes
+    ((3, 3), 1, 1, (2, 8, 8, 5)),      # stays lax.conv
+    ((3, 3), 2, 1, (2, 9, 10, 5)),     # v1.5 strided 3x3, patches
+    ((7, 7), 2, 3, (1, 23, 17, 3)),    # stem, patches
+])
+def test_matmul_conv_matches_nn_conv(kernel, strides, padding, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  reference = nn.Conv(6, kernel, strides=strides, padding=padding, use_bias=True)
+  ours = MatmulConv(6, kernel, strides=strides, padding=padding, use_bias=True)
+  variables = reference.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+  variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
+  np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), rtol=1e-5, atol=1e-5)
+  weights = jax.random.normal(jax.random.key(3), reference.apply(variables, x).shape)
+  grad = lambda module: jax.grad(lambda v, x: jnp.sum(module.apply(v, x) * weights), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(reference))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_lowerings_share_parameters_and_outputs():
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  plain, fast = (models.create('resnet50', attention='pfca', conv_impl=impl) for impl in ('xla', 'matmul'))
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), variables, fast.init(jax.random.key(1), x)))
+  np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_impl_is_validated_and_auto_follows_the_backend():
+  assert resolve_impl('auto') == ('matmul' if jax.default_backend() == 'cpu' else 'xla')
+  with pytest.raises(ValueError, match="unknown conv_impl 'fast'; valid: auto, xla, matmul"):
+    models.create('cifar_resnet20', conv_impl='fast')
