@@ -48,7 +48,7 @@ class TorchEntry:
       loss = self.loss_fn(self.model(self.inputs), self.targets)
       loss.backward()
       self.optimizer.step()
-    float(loss)  # Waits for the last step.
+    loss.item()  # Waits for the last step.
     return (time.perf_counter() - t0) / n
 
 
