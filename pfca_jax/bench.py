@@ -26,8 +26,10 @@ import time
 from pfca_jax import bench_torch, cpu_flags
 
 cpu_flags.apply()  # The trainer's XLA CPU flags, before JAX initialises its backend.
-if '--torch=off' not in sys.argv:
-  bench_torch.preload()  # Before TensorFlow: loading PyTorch's native libraries after it crashes here.
+if __name__ == '__main__' and '--torch=off' not in sys.argv:
+  # Before TensorFlow: loading PyTorch's native libraries after it crashes here. Only as a command:
+  # an importer (the tests) has TensorFlow loaded already and does not time PyTorch.
+  bench_torch.preload()
 
 import jax  # noqa: E402
 import jax.numpy as jnp
