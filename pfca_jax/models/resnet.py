@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
 from pfca_jax.models.conv import MatmulConv, resolve_impl
+from pfca_jax.models.fused import BatchNormPFCA
 
 ModuleDef = Any
 
@@ -72,6 +73,7 @@ class _Block(nn.Module):
   attention: ModuleDef
   attention_position: str = 'post_bn'
   zero_init_last_bn: bool = False
+  fused_norm_attention: ModuleDef | None = None
   act: Callable = nn.relu
   expansion: ClassVar[int] = 1
 
@@ -87,6 +89,8 @@ class _Block(nn.Module):
 
   def last_norm(self, y, name):
     scale_init = nn.initializers.zeros if self.zero_init_last_bn else nn.initializers.ones
+    if self.fused_norm_attention is not None and self.attention_position == 'post_bn':
+      return self.fused_norm_attention(scale_init=scale_init, name=name)(y)
     y = self.norm(scale_init=scale_init, name=name)(y)
     if self.attention_position == 'post_bn':
       y = self.attention(channels=self.out_features, name='attention')(y)
@@ -157,6 +161,8 @@ class ResNet(nn.Module):
     zero_init_last_bn: see _Block.
     conv_impl: how convolutions are lowered: 'auto' (per backend), 'xla' or 'matmul'
       (pfca_jax/models/conv.py); same parameters and outputs (within float rounding) either way.
+    fuse_attention: compute the last BN and a PFCA after it as one module
+      (pfca_jax/models/fused.py): same variables and outputs within float rounding, fewer passes.
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
@@ -169,6 +175,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   zero_init_last_bn: bool = False
   conv_impl: str = 'auto'
+  fuse_attention: bool = True
 
   def __post_init__(self):
     if self.stem not in STEMS:
@@ -191,8 +198,12 @@ class ResNet(nn.Module):
     # PyTorch's BN momentum 0.1 is flax's 0.9 (the weight of the running average).
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
+    fused = None
+    if self.fuse_attention and self.attention == 'pfca':
+      fused = functools.partial(BatchNormPFCA, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                dtype=self.dtype, **(self.attention_options or {}))
     block = functools.partial(
-        self.block_cls, conv=conv, norm=norm,
+        self.block_cls, conv=conv, norm=norm, fused_norm_attention=fused,
         attention=get_attention(self.attention, self.attention_options),
         attention_position=resolve_position(self.attention, self.attention_position),
         zero_init_last_bn=self.zero_init_last_bn)

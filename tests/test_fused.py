@@ -1,0 +1,62 @@
+"""BatchNormPFCA is BatchNorm then PFCA: same variables, outputs, gradients and running statistics."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pfca_jax import models
+from pfca_jax.models.attention import PFCA
+from pfca_jax.models.fused import BatchNormPFCA
+
+
+class Unfused(nn.Module):
+  train: bool
+  variance: str = 'unbiased'
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.BatchNorm(use_running_average=not self.train, momentum=0.9, epsilon=1e-5, name='bn')(x)
+    return PFCA(variance=self.variance)(x)
+
+
+class Fused(nn.Module):
+  train: bool
+  variance: str = 'unbiased'
+
+  @nn.compact
+  def __call__(self, x):
+    return BatchNormPFCA(use_running_average=not self.train, momentum=0.9, variance=self.variance, name='bn')(x)
+
+
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('variance', ['unbiased', 'biased'])
+def test_fused_equals_batchnorm_then_pfca(train, variance):
+  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 5, 7, 6)) + jnp.arange(6.0)
+  variables = Unfused(train, variance).init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, Fused(train, variance).init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, variables)
+  # Non-trivial scale, bias and running statistics.
+  variables = jax.tree.map(lambda v: v + 0.3 * jax.random.uniform(jax.random.key(2), v.shape), variables)
+  run = lambda module, v, x: module.apply(v, x, mutable=['batch_stats'])
+  (y_ref, stats_ref), (y, stats) = run(Unfused(train, variance), variables, x), run(Fused(train, variance), variables, x)
+  np.testing.assert_allclose(y, y_ref, rtol=2e-5, atol=2e-5)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  weights = jax.random.normal(jax.random.key(3), x.shape)
+  grad = lambda module: jax.grad(lambda v, x: jnp.sum(run(module, v, x)[0] * weights), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(grad(Fused(train, variance))), jax.tree.leaves(grad(Unfused(train, variance)))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_with_fused_pfca_keeps_variables_and_outputs():
+  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  plain, fused = (models.create('cifar_resnet20', attention='pfca', fuse_attention=f) for f in (False, True))
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, fused.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+  np.testing.assert_allclose(fused.apply(variables, x), plain.apply(variables, x), rtol=1e-4, atol=1e-5)
+  (y_a, s_a), (y_b, s_b) = (m.apply(variables, x, train=True, mutable=['batch_stats']) for m in (fused, plain))
+  np.testing.assert_allclose(y_a, y_b, rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(s_a), jax.tree.leaves(s_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
