@@ -70,16 +70,19 @@ class PFCA(nn.Module):
   @nn.compact
   def __call__(self, x):
     _check_nhwc('PFCA', x, self.channels)
-    c = x.shape[-1]
-    _check_min_channels(c)
+    _check_min_channels(x.shape[-1])
     # dtype=float32 makes XLA accumulate in float32 inside the reduction rather
     # than materialising a float32 copy of a bf16 activation.
     u = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
-    d = jnp.square(u - jnp.mean(u, axis=-1, keepdims=True))
-    denom = c - 1 if self.variance == 'unbiased' else c
-    var = jnp.sum(d, axis=-1, keepdims=True) / denom
-    e = d / (4.0 * (var + self.lam)) + 0.5
-    return x * jax.nn.sigmoid(e).astype(x.dtype)[:, None, None, :]
+    return x * pfca_weights(u, self.lam, self.variance).astype(x.dtype)[:, None, None, :]
+
+
+def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:
+  """sigmoid(e) of PFCA for channel descriptors u of shape (N, C): the factor each channel is scaled by."""
+  d = jnp.square(u - jnp.mean(u, axis=-1, keepdims=True))
+  denom = u.shape[-1] - 1 if variance == 'unbiased' else u.shape[-1]
+  var = jnp.sum(d, axis=-1, keepdims=True) / denom
+  return jax.nn.sigmoid(d / (4.0 * (var + lam)) + 0.5)
 
 
 def _check_min_channels(c: int) -> None:

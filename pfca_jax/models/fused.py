@@ -24,10 +24,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pfca_jax.models.attention import PFCA
+from pfca_jax.models.attention import PFCA, pfca_weights
 
 
-def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, lam, denom):
+def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, lam, variance):
   """The small (N, C) part: BN statistics, PFCA weights, and the per-(n, c) gain and shift."""
   if train:
     mean = jnp.mean(s1, axis=0)
@@ -35,10 +35,7 @@ def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, lam, deno
   else:
     mean, var = ra_mean, ra_var
   mul = scale * jax.lax.rsqrt(var + epsilon)
-  u = (s1 - mean) * mul + bias
-  d = jnp.square(u - jnp.mean(u, axis=-1, keepdims=True))
-  e = d / (4.0 * (jnp.sum(d, axis=-1, keepdims=True) / denom + lam)) + 0.5
-  a = jax.nn.sigmoid(e)
+  a = pfca_weights((s1 - mean) * mul + bias, lam, variance)  # Of u = the spatial mean of BN's output.
   return mul * a, (bias - mean * mul) * a, mean, var
 
 
@@ -70,8 +67,7 @@ class BatchNormPFCA(nn.Module):
     s1 = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # (N, C): PFCA's raw descriptor and BN's sums.
     mean2 = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(0, 1, 2)) if train else None
     gain, shift, mean, var = _gains(s1, mean2, scale, bias, ra_mean.value, ra_var.value, train=train,
-                                    epsilon=self.epsilon, lam=self.lam,
-                                    denom=c - 1 if self.variance == 'unbiased' else c)
+                                    epsilon=self.epsilon, lam=self.lam, variance=self.variance)
     dtype = self.dtype or x.dtype
     y = x.astype(dtype) * gain.astype(dtype)[:, None, None, :] + shift.astype(dtype)[:, None, None, :]
     if train and not self.is_initializing():
