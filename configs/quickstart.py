@@ -34,6 +34,5 @@ def get_config(arg=None):
   config.log_every_steps = 50
   config.eval_every_epochs = 5.0
   config.checkpoint_every_epochs = 10.0
-  config_defaults.apply_attention_arg(config, arg or 'pfca')
-  config.compare_attentions = ','.join(dict.fromkeys(('none', config.model.attention)))
+  config_defaults.compare_with_none(config, arg)
   return config

@@ -32,6 +32,5 @@ def get_config(arg=None):
   config.eval_every_steps = 800
   config.checkpoint_every_steps = 400
   config.eval_num_samples = 3
-  config_defaults.apply_attention_arg(config, arg or 'pfca')
-  config.compare_attentions = ','.join(dict.fromkeys(('none', config.model.attention)))
+  config_defaults.compare_with_none(config, arg)
   return config

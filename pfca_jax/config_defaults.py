@@ -160,3 +160,9 @@ def apply_attention_arg(config: ml_collections.ConfigDict, arg: str | None) -> N
     if arg not in ATTENTIONS:
       raise ValueError(f'unknown attention {arg!r} in the config argument; valid: {", ".join(ATTENTIONS)}')
     config.model.attention = arg
+
+
+def compare_with_none(config: ml_collections.ConfigDict, arg: str | None, default: str = 'pfca') -> None:
+  """The quick starts' `FILE.py[:ATTENTION]`: compare `none` with ATTENTION (default PFCA), one run each."""
+  apply_attention_arg(config, arg or default)
+  config.compare_attentions = ','.join(dict.fromkeys(('none', config.model.attention)))
