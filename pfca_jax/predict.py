@@ -279,9 +279,12 @@ def upscale(args) -> None:
   config = open_run(args.workdir, 'super_resolution')
   tile = config.eval_tile if args.tile is None else args.tile
   overlap = config.eval_tile_overlap if args.overlap is None else args.overlap
-  if tile < 1 or not 0 <= 2 * overlap < tile:
+  from pfca_jax import tiling
+  try:
+    tiling.check_tiles(tile, overlap)
+  except ValueError:
     raise UserError(f'--tile={tile} --overlap={overlap}: need tile >= 1 and 0 <= overlap < tile / 2 '
-                    f'(the run evaluated with --tile={config.eval_tile} --overlap={config.eval_tile_overlap})')
+                    f'(the run evaluated with --tile={config.eval_tile} --overlap={config.eval_tile_overlap})') from None
   image = image_io.read_image(args.input)
   for text in image.notes:
     note(text)

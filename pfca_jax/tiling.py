@@ -29,6 +29,12 @@ def to_uint8(image: np.ndarray, rows: int = 256) -> np.ndarray:
   return out
 
 
+def check_tiles(tile: int, overlap: int) -> None:
+  """Raises ValueError unless 0 <= overlap < tile / 2 (each tile must keep a centre)."""
+  if not 0 <= 2 * overlap < tile:
+    raise ValueError(f'overlap={overlap} must be >= 0 and less than half of tile={tile}')
+
+
 def _starts(length: int, tile: int, step: int) -> list[int]:
   """Tile origins along one axis: every `step`, the last one flush with the end."""
   if length <= tile:
@@ -52,8 +58,7 @@ def upscale(apply_fn: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, scale:
   """
   if lr.ndim != 3:
     raise ValueError(f'upscale expects an HxWxC image, got shape {lr.shape}')
-  if not 0 <= 2 * overlap < tile:
-    raise ValueError(f'overlap={overlap} must be >= 0 and less than half of tile={tile}')
+  check_tiles(tile, overlap)
   h, w, c = lr.shape
   if h < tile or w < tile:
     result = np.asarray(apply_fn(lr[None].astype(np.float32)))[0]
