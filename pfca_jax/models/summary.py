@@ -31,7 +31,14 @@ def default_input_size(name: str) -> int:
 
 
 def summarize(model, input_shape: Sequence[int], dtype: Any = jnp.float32) -> dict:
-  """Returns {'params': int, 'flops': float} of `model` applied to one batch of `input_shape` (NHWC)."""
+  """Returns {'params': int, 'flops': float} of `model` applied to one batch of `input_shape` (NHWC).
+
+  FLOPs are those of the architecture's reference formulation (convolutions as `lax.conv`,
+  attention not fused with its BatchNorm), so they do not depend on the lowering a backend picks:
+  patch matrices count the taps on zero padding, and a fused PFCA hides in BatchNorm's affine.
+  """
+  updates = {k: v for k, v in (('conv_impl', 'xla'), ('fuse_attention', False)) if hasattr(model, k)}
+  model = model.clone(**updates) if updates else model
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
   lowered = jax.jit(lambda v, inp: model.apply(v, inp, train=False)).lower(variables, x)
