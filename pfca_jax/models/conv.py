@@ -1,18 +1,19 @@
-"""Convolutions lowered as matrix products where XLA's CPU convolution is slow, chosen per backend.
+"""1x1 convolutions lowered as matrix products on the CPU, chosen per backend.
 
 The layer has exactly `nn.Conv`'s parameter (`kernel`, HWIO) and outputs, so the lowering is a free
 choice that never changes a checkpoint or a result beyond float rounding (tested). Measured on a
-2-core AVX-512 CPU (../shared/notes/cpu-performance.md, re-measured in experiments/results/speed.md):
+2-core AVX-512 CPU, ResNet-50 train step at batch 16 (experiments/results/speed.md):
 
-- 1x1 convolutions are matrix products. XLA lowers the weight gradient of a 1x1 `lax.conv` as a
-  convolution with an HxW window over transposed activations, 2-4x slower than `x @ W`; a strided
-  1x1 (the projection shortcut) is a slice followed by the same product.
-- Strided kxk convolutions (the 7x7 stem, ResNet v1.5's 3x3 stride 2) gather their kh*kw shifted,
-  strided views of the padded input into one (N*Ho*Wo, kh*kw*Cin) patch matrix and multiply once.
-- Stride-1 kxk convolutions stay `lax.conv`: nothing tried beat it.
+- 1x1 convolutions are products of 2-D matrices, `x.reshape(-1, C_in) @ W` (a strided 1x1, the
+  projection shortcut, slices first): 3.02 s a step against 3.67 s with `lax.conv`. The 2-D spelling
+  matters: as a 4-D einsum the weight gradient contracts over (N, H, W) and XLA materialises
+  transposed copies of the activations for it (4.3 s a step).
+- Every other convolution stays `lax.conv`. Strided kxk as one product with a patch matrix tied
+  with it once the 1x1 products were 2-D; stride-1 3x3 through patches or per-tap products was
+  slower.
 
 `conv_impl`: 'xla' (every convolution through `lax.conv_general_dilated`, i.e. `nn.Conv`), 'matmul'
-(the lowerings above), or 'auto': 'matmul' when the default backend is the CPU, else 'xla' (GPU and
+(the lowering above), or 'auto': 'matmul' when the default backend is the CPU, else 'xla' (GPU and
 TPU convolutions are already matrix-unit programs).
 """
 
@@ -38,7 +39,7 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 
 
 class MatmulConv(nn.Module):
-  """`nn.Conv` (NHWC, symmetric integer padding, no dilation or groups) with matrix-product lowerings."""
+  """`nn.Conv` (NHWC, symmetric integer padding, no dilation or groups), 1x1 as a matrix product."""
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
@@ -58,25 +59,16 @@ class MatmulConv(nn.Module):
     x, kernel = x.astype(dtype), kernel.astype(dtype)
     if (kh, kw) == (1, 1) and self.padding == 0:
       y = x[:, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-      y = jnp.einsum('nhwc,cd->nhwd', y, kernel[0, 0])
-    elif (sh, sw) == (1, 1):
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), [(self.padding, self.padding)] * 2,
-                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = _matmul(y, kernel[0, 0])
     else:
-      y = _patches_matmul(x, kernel, (sh, sw), self.padding)
+      y = jax.lax.conv_general_dilated(x, kernel, (sh, sw), [(self.padding, self.padding)] * 2,
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(dtype)
     return y
 
 
-def _patches_matmul(x, kernel, strides, padding):
-  """A strided kxk convolution as one product with the (N*Ho*Wo, kh*kw*Cin) matrix of its input patches."""
-  kh, kw, cin, cout = kernel.shape
-  sh, sw = strides
-  x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  n, h, w, _ = x.shape
-  ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-  # Tap (i, j) of every output pixel, in the kernel's (kh, kw, cin) order.
-  taps = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] for i in range(kh) for j in range(kw)]
-  patches = jnp.concatenate(taps, axis=-1)
-  return jnp.einsum('nhwk,kd->nhwd', patches, kernel.reshape(kh * kw * cin, cout))
+def _matmul(x, kernel):
+  """(N, H, W, K) @ (K, D) as a product of 2-D matrices (see the module docstring for why 2-D)."""
+  n, h, w, k = x.shape
+  return (x.reshape(n * h * w, k) @ kernel).reshape(n, h, w, kernel.shape[-1])
