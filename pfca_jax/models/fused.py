@@ -1,4 +1,4 @@
-"""BatchNorm followed by PFCA as one module: the same function, one pass over the activation fewer.
+"""BatchNorm, optionally followed by PFCA as one module: the same function, fewer passes over the activation.
 
 PFCA after a BatchNorm needs the spatial mean of the BN output per (sample, channel). BN is affine
 per channel, so that mean is BN's affine applied to the spatial mean of its *input*, which BN's own
@@ -16,8 +16,14 @@ of BN's two passes plus PFCA's reduction and rescale. Variables (`scale`, `bias`
 their updates are those of `flax.linen.BatchNorm` (fast variance, clipped at zero, momentum as
 given), so checkpoints are interchangeable with the unfused pair; outputs agree within float32
 rounding (tests/test_fused.py).
+
+Without PFCA (`pfca=False`) the module is a plain BatchNorm computed the same way: statistics from
+per-(n, c) spatial sums and the output as one multiply-add per element. ResNets use it for every
+BatchNorm: a ResNet-50 train step takes 3.02 s against 3.32 s with `nn.BatchNorm` on the CPU
+(experiments/results/speed.md).
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -27,7 +33,7 @@ import jax.numpy as jnp
 from pfca_jax.models.attention import PFCA, pfca_weights
 
 
-def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, lam, variance):
+def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, pfca, lam, variance):
   """The small (N, C) part: BN statistics, PFCA weights, and the per-(n, c) gain and shift."""
   if train:
     mean = jnp.mean(s1, axis=0)
@@ -35,12 +41,14 @@ def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, lam, vari
   else:
     mean, var = ra_mean, ra_var
   mul = scale * jax.lax.rsqrt(var + epsilon)
+  if not pfca:
+    return mul[None], (bias - mean * mul)[None], mean, var
   a = pfca_weights((s1 - mean) * mul + bias, lam, variance)  # Of u = the spatial mean of BN's output.
   return mul * a, (bias - mean * mul) * a, mean, var
 
 
-class BatchNormPFCA(nn.Module):
-  """`nn.BatchNorm(...)` then `PFCA(lam, variance)` over NHWC input, computed together.
+class BatchNorm(nn.Module):
+  """`nn.BatchNorm(...)` over NHWC input, then (`pfca=True`) `PFCA(lam, variance)`, computed together.
 
   The backward pass is JAX's: a hand-written one (a custom_vjp reading the activation once for the
   per-(n, c) sums of g and g*x and once for dx) was measured slower, ResNet-50 step +12.6% over
@@ -52,12 +60,14 @@ class BatchNormPFCA(nn.Module):
   dtype: Any = None
   scale_init: Callable = nn.initializers.ones
   bias_init: Callable = nn.initializers.zeros
+  pfca: bool = False
   lam: float = 1e-4
   variance: str = 'unbiased'
 
   @nn.compact
   def __call__(self, x):
-    PFCA(lam=self.lam, variance=self.variance, channels=x.shape[-1])  # Validates the options.
+    if self.pfca:
+      PFCA(lam=self.lam, variance=self.variance, channels=x.shape[-1])  # Validates the options.
     c = x.shape[-1]
     ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
     ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
@@ -67,10 +77,13 @@ class BatchNormPFCA(nn.Module):
     s1 = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # (N, C): PFCA's raw descriptor and BN's sums.
     mean2 = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(0, 1, 2)) if train else None
     gain, shift, mean, var = _gains(s1, mean2, scale, bias, ra_mean.value, ra_var.value, train=train,
-                                    epsilon=self.epsilon, lam=self.lam, variance=self.variance)
+                                    epsilon=self.epsilon, pfca=self.pfca, lam=self.lam, variance=self.variance)
     dtype = self.dtype or x.dtype
     y = x.astype(dtype) * gain.astype(dtype)[:, None, None, :] + shift.astype(dtype)[:, None, None, :]
     if train and not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
+
+
+BatchNormPFCA = functools.partial(BatchNorm, pfca=True)  # BatchNorm then PFCA.

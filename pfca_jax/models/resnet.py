@@ -20,7 +20,8 @@ import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
 from pfca_jax.models.conv import MatmulConv, resolve_impl
-from pfca_jax.models.fused import BatchNormPFCA
+from pfca_jax.models.fused import BatchNorm, BatchNormPFCA
+from pfca_jax.models.pooling import max_pool
 
 ModuleDef = Any
 
@@ -193,10 +194,12 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     if x.ndim != 4:
       raise ValueError(f'ResNet expects NHWC input (4 dims), got shape {x.shape}')
-    conv_cls = MatmulConv if resolve_impl(self.conv_impl) == 'matmul' else nn.Conv
+    on_cpu_lowerings = resolve_impl(self.conv_impl) == 'matmul'
+    conv_cls = MatmulConv if on_cpu_lowerings else nn.Conv
+    pool = max_pool if on_cpu_lowerings else nn.max_pool
     conv = functools.partial(conv_cls, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
     # PyTorch's BN momentum 0.1 is flax's 0.9 (the weight of the running average).
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
     fused = None
     if self.fuse_attention and self.attention == 'pfca':
@@ -212,7 +215,7 @@ class ResNet(nn.Module):
     if self.stem == 'imagenet':
       x = conv(self.widths[0], (7, 7), strides=2, padding=3, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = conv(self.widths[0], (3, 3), padding=1, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
