@@ -6,14 +6,14 @@ Only parses flags, joins the processes of a multi-host run, and calls
 and exit status 2; divergence with one line and status 3.
 """
 
+import functools
 import os
-import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pfca_jax import cpu_flags
+from pfca_jax import cli, cpu_flags
 
 cpu_flags.apply()
 
@@ -36,33 +36,6 @@ def _initialize_distributed() -> None:
   if wanted:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-
-
-def _one_line(error: Exception) -> str:
-  """Config-file errors arrive wrapped in a traceback's text: their last line is the cause."""
-  lines = [line.strip() for line in str(error).replace('\\n', '\n').splitlines() if line.strip()]
-  if any(line.startswith('Traceback') for line in lines):
-    lines = lines[-1:]
-  return ' '.join(lines) or type(error).__name__
-
-
-def _parse_flags(argv):
-  """absl's parser, with every flag or config mistake reported in one line (exit 2) instead of a traceback."""
-  try:
-    argv = flags.FLAGS(argv)
-    if _CONFIG.value is None:
-      print('error: --config is required, e.g. --config=configs/cifar100_resnet56.py', file=sys.stderr)
-      sys.exit(2)
-    _CONFIG.value.get('task')  # A config file that failed to load raises only when first used.
-    return argv
-  except (KeyError, AttributeError) as e:  # An unknown --config.FIELD.
-    field = re.findall(r"\w+", str(e))[:1] or ['?']
-    hint = re.search(r'Did you mean "(\w+)"', str(e))
-    print(f"error: unknown config field {field[0]!r}" + (f"; did you mean {hint.group(1)!r}?" if hint else ''),
-          file=sys.stderr)
-  except Exception as e:  # noqa: BLE001 -- flags.Error and config-file errors alike.
-    print(f'error: {_one_line(e)}', file=sys.stderr)
-  sys.exit(2)
 
 
 def main(argv):
@@ -88,4 +61,4 @@ def main(argv):
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: no C++ log noise.
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))
