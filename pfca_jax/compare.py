@@ -43,7 +43,7 @@ def _config_for(config, attention: str):
   return run_config
 
 
-def _cost(run_config) -> dict:
+def cost(run_config) -> dict:
   """Parameters and forward FLOPs of one example at the training input size (no data is read)."""
   task = train.TASKS[run_config.task](run_config)
   task.open_data()
@@ -64,7 +64,7 @@ def run(config, workdir: str) -> list[dict]:
     train.train_and_evaluate(run_config, run_dir)
     with open(os.path.join(run_dir, 'results.json')) as f:
       results = json.load(f)
-    rows.append(dict(results, attention=name, workdir=run_dir, cost=_cost(run_config)))
+    rows.append(dict(results, attention=name, workdir=run_dir, cost=cost(run_config)))
   text = format_tables(rows)
   if jax.process_index() == 0:
     print('\n' + text, flush=True)
@@ -78,7 +78,7 @@ def run(config, workdir: str) -> list[dict]:
   return rows
 
 
-def _headline_metrics(final: dict) -> list[tuple[str, str]]:
+def headline_metrics(final: dict) -> list[tuple[str, str]]:
   """(metric name, column title) of the final metrics worth a column, e.g. ('eval/test/top1', 'test top-1')."""
   columns = []
   for ending, title in HEADLINE:
@@ -103,7 +103,7 @@ def _relative(value: float | None, base: float | None) -> str:
   return f' ({100 * (value / base - 1):+.1f}%)' if value and base else ''
 
 
-def _table(header: list[str], lines: list[list[str]]) -> str:
+def table(header: list[str], lines: list[list[str]]) -> str:
   widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
   fmt = lambda row: '| ' + ' | '.join(cell.ljust(w) for cell, w in zip(row, widths)) + ' |'
   return '\n'.join([fmt(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|'] + [fmt(r) for r in lines])
@@ -112,7 +112,7 @@ def _table(header: list[str], lines: list[list[str]]) -> str:
 def format_tables(rows: list[dict]) -> str:
   """The side-by-side table (markdown), plus per-image tables for super-resolution runs."""
   base = rows[0]
-  metrics = _headline_metrics(base['final'])
+  metrics = headline_metrics(base['final'])
   cost = base['cost']
   header = (['attention'] + [title for _, title in metrics]
             + ['params', f'GFLOPs ({cost["input"]})', 'train img/s', 'wall time'])
@@ -132,7 +132,7 @@ def format_tables(rows: list[dict]) -> str:
                  + ('' if first else _relative(rate, base.get('train_images_per_sec'))))
     cells.append(progress.duration(row.get('wall_time_s', 0.0)))
     lines.append(cells)
-  text = [_table(header, lines)]
+  text = [table(header, lines)]
   text += [_per_image_table(name, rows) for name in base.get('per_image') or {}]
   return '\n\n'.join(text)
 
@@ -151,4 +151,4 @@ def _per_image_table(dataset: str, rows: list[dict]) -> str:
       cells.append(f'{mine["psnr_y"]:.2f} / {mine["ssim_y"]:.4f}' + ('' if beats else ' (not above bicubic)'))
     lines.append(cells)
   verdict = '; '.join(f'{name} beats bicubic (PSNR-Y and SSIM-Y) on {n}/{len(images)}' for name, n in wins.items())
-  return f'{dataset}: Y-PSNR dB / Y-SSIM per image\n\n{_table(header, lines)}\n\n{verdict}'
+  return f'{dataset}: Y-PSNR dB / Y-SSIM per image\n\n{table(header, lines)}\n\n{verdict}'

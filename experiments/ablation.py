@@ -1,0 +1,89 @@
+"""Ablation grid: a config trained once per attention and seed, then mean ± std tables and curves.
+
+    python experiments/ablation.py --config=configs/quickstart.py --seeds=3
+        [--attentions=none,pfca,se,eca,simam] [--workdir=runs/ablation/NAME] [--name=NAME]
+        [--results_dir=experiments/results] [--config.FIELD=VALUE ...]
+
+Runs go one after another, each in WORKDIR/<attention>/seed_<seed>/ through the ordinary trainer
+(seeds config.seed, config.seed + 1, ...); rerunning the same command re-reads finished runs and
+resumes the interrupted one. Then RESULTS_DIR/NAME.md (the command, the machine, the summary table
+with differences to `none`, and every run), NAME.csv and NAME.png are written. NAME defaults to
+the config file's name (with its `:ARG`, if any). Mistakes end with one line and exit status 2.
+"""
+
+import datetime
+import functools
+import os
+import platform
+import shlex
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pfca_jax import cli, cpu_flags
+
+cpu_flags.apply()
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/quickstart.py.', lock_config=True)
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per attention: config.seed, config.seed + 1, ...')
+_ATTENTIONS = flags.DEFINE_string('attentions', 'none,pfca,se,eca,simam', 'Comma-separated attentions.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Parent folder of the runs (default runs/ablation/NAME).')
+_NAME = flags.DEFINE_string('name', None, 'Name of the results files (default: the config file name).')
+_RESULTS_DIR = flags.DEFINE_string('results_dir', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results'),
+                                   'Where NAME.md, NAME.csv and NAME.png go.')
+
+
+def _default_name() -> str:
+  """configs/quickstart.py -> quickstart; configs/quickstart.py:se -> quickstart_se."""
+  path = config_flags.get_config_filename(flags.FLAGS['config'])
+  given = next((a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')), '')
+  return os.path.splitext(os.path.basename(path))[0] + ('_' + given.split(':', 1)[1] if ':' in given else '')
+
+
+def _header(name: str, argv: list[str], runs: list[dict]) -> str:
+  import jax
+  first = runs[0]
+  return '\n'.join([
+      f'# Ablation: {name}',
+      '',
+      f'Command: `{shlex.join(["python", "experiments/ablation.py"] + argv[1:])}`',
+      f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
+      f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}); jax {jax.__version__}; '
+      f'written {datetime.date.today().isoformat()}.',
+      f'Runs: {len(runs)} ({len({r["seed"] for r in runs})} seeds x {len({r["attention"] for r in runs})} attentions), '
+      f'{first["steps"]} steps each; model {first["config"]["model"]["name"]}, dataset {first["config"]["dataset"]}.',
+      'Table: mean ± sample standard deviation over seeds; "vs none": difference of the means ± its '
+      'standard error. Train img/s is measured throughput on this machine (noisy to a few percent).',
+  ])
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments {argv[1:]}')
+  logging.set_verbosity(logging.ERROR)
+  from pfca_jax import ablation
+  from pfca_jax.errors import UserError
+  from pfca_jax.validation import check_workdir
+  try:
+    attentions = ablation.parse_attentions(_ATTENTIONS.value)
+    if _SEEDS.value < 1:
+      raise UserError(f'--seeds={_SEEDS.value} must be at least 1')
+    name = _NAME.value or _default_name()
+    results_dir = os.path.abspath(_RESULTS_DIR.value)
+    os.makedirs(results_dir, exist_ok=True)
+    if not os.access(results_dir, os.W_OK):
+      raise UserError(f'--results_dir={_RESULTS_DIR.value}: {results_dir} is not writable')
+    workdir = check_workdir(_WORKDIR.value or os.path.join('runs', 'ablation', name))
+    runs = ablation.run_grid(_CONFIG.value, workdir, attentions, _SEEDS.value, log=lambda s: print(s, flush=True))
+    paths = ablation.write_results(runs, results_dir, name, _header(name, sys.argv, runs))
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  print(open(paths[0]).read())
+  print('Written: ' + ', '.join(paths), flush=True)
+
+
+if __name__ == '__main__':
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))
