@@ -71,8 +71,10 @@ def _cifar(name):
 class Entry:
   """One jitted train step of one network with one attention, ready to time."""
 
-  def __init__(self, benchmark: str, attention: str, batch_size: int, conv_impl: str, dtype: str):
-    make_config, side, self.input_key = BENCHMARKS[benchmark]
+  def __init__(self, benchmark: str, attention: str, batch_size: int, conv_impl: str, dtype: str,
+               side: int | None = None):
+    make_config, default_side, self.input_key = BENCHMARKS[benchmark]
+    side = side or default_side
     config = make_config()
     config.model.attention = attention
     config.model.dtype = dtype
@@ -81,8 +83,9 @@ class Entry:
     self.benchmark, self.attention, self.batch = benchmark, attention, batch_size
     self.name = f'{benchmark} + {attention}'
     is_sr = config.task == 'super_resolution'
-    extra = {'scale': config.scale} if is_sr else {'num_classes': 1000 if side == 224 else 100}
+    extra = {'scale': config.scale} if is_sr else {'num_classes': 1000 if config.dataset == 'imagenet2012' else 100}
     model = create_model(config, **extra)
+    self.model, self.side = model, side
     mesh = sharding.create_mesh()
     schedule = optim.create_schedule(config, steps_per_epoch=1000, total_steps=10 ** 6)
     tx = optim.create_optimizer(config, schedule)
