@@ -62,6 +62,8 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}')
   logging.set_verbosity(logging.ERROR)
+  cli.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
+  import jax
   from pfca_jax import ablation
   from pfca_jax.errors import UserError
   from pfca_jax.validation import check_workdir
@@ -75,7 +77,10 @@ def main(argv):
     if not os.access(results_dir, os.W_OK):
       raise UserError(f'--results_dir={_RESULTS_DIR.value}: {results_dir} is not writable')
     workdir = check_workdir(_WORKDIR.value or os.path.join('runs', 'ablation', name))
-    runs = ablation.run_grid(_CONFIG.value, workdir, attentions, _SEEDS.value, log=lambda s: print(s, flush=True))
+    log = lambda s: print(s, flush=True) if jax.process_index() == 0 else None
+    runs = ablation.run_grid(_CONFIG.value, workdir, attentions, _SEEDS.value, log=log)
+    if jax.process_index() != 0:
+      return
     paths = ablation.write_results(runs, results_dir, name, _header(name, sys.argv, runs))
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)

@@ -1,5 +1,6 @@
 """absl flag parsing shared by the command lines: every flag or config mistake in one line, exit status 2."""
 
+import os
 import re
 import sys
 
@@ -31,3 +32,12 @@ def parse_flags(argv, config_flag):
   except Exception as e:  # noqa: BLE001 -- flags.Error and config-file errors alike.
     print(f'error: {one_line(e)}', file=sys.stderr)
   sys.exit(2)
+
+
+def join_processes(mode: str = 'auto', coordinator: str | None = None, num_processes: int | None = None,
+                   process_id: int | None = None) -> None:
+  """jax.distributed.initialize when asked ('on') or, for 'auto', on multi-host Cloud TPU VMs or with a coordinator."""
+  import jax  # Only to join: no computation may run before jax.distributed.initialize.
+  multi_host_tpu = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
+  if mode == 'on' or (mode == 'auto' and (multi_host_tpu or coordinator)):
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)

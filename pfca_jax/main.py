@@ -29,20 +29,11 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
 
 
-def _initialize_distributed() -> None:
-  import jax  # Only to join: no computation may run before jax.distributed.initialize.
-  multi_host_tpu = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  wanted = _DISTRIBUTED.value == 'on' or (_DISTRIBUTED.value == 'auto' and (multi_host_tpu or _COORDINATOR.value))
-  if wanted:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
-
-
 def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
   logging.set_verbosity(logging.ERROR)  # Our progress goes to stdout; TFDS's info chatter does not.
-  _initialize_distributed()
+  cli.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from pfca_jax import compare, reporting, train
   from pfca_jax.validation import UserError
   config = _CONFIG.value
