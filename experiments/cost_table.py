@@ -27,7 +27,7 @@ cpu_flags.apply()
 
 import jax  # noqa: E402
 
-from pfca_jax import bench  # noqa: E402
+from pfca_jax import bench, sharding  # noqa: E402
 from pfca_jax.errors import UserError  # noqa: E402
 from pfca_jax.models import summary  # noqa: E402
 from pfca_jax.models.attention import ATTENTIONS  # noqa: E402
@@ -76,14 +76,6 @@ def format_markdown(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _names(text: str, valid, what: str) -> list[str]:
-  names = list(dict.fromkeys(n.strip() for n in text.split(',') if n.strip()))
-  bad = [n for n in names if n not in valid]
-  if bad or not names:
-    raise UserError(f'--{what}={text!r}: {", ".join(bad) or "empty"}; valid: {", ".join(valid)}')
-  return names
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python experiments/cost_table.py', description=__doc__.split('\n')[0])
   parser.add_argument('--networks', default=DEFAULT_NETWORKS)
@@ -93,13 +85,12 @@ def main(argv=None) -> int:
   parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'cost'))
   args = parser.parse_args(argv)
   try:
-    networks = _names(args.networks, SIDES, 'networks')
-    attentions = _names(args.attentions, ATTENTIONS, 'attentions')
+    networks = bench.parse_names(args.networks, SIDES, 'networks')
+    attentions = bench.parse_names(args.attentions, ATTENTIONS, 'attentions')
     if args.batch_size < 1 or args.rounds < 1:
       raise UserError(f'--batch-size={args.batch_size} and --rounds={args.rounds} must be >= 1')
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.access(out_dir, os.W_OK):
-      raise UserError(f'--out={args.out}: folder {out_dir} is not writable')
+    sharding.check_batch_size('--batch-size', args.batch_size)
+    bench.check_writable('--out', args.out + '.md')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -171,7 +171,14 @@ def format_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _names(text: str, valid, what: str) -> list[str]:
+def check_writable(flag: str, path: str) -> None:
+  """Before any compilation: the folder a result file goes to must exist and be writable."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.access(folder, os.W_OK):
+    raise UserError(f'{flag}={path}: folder {folder} is not writable')
+
+
+def parse_names(text: str, valid, what: str) -> list[str]:
   names = [n.strip() for n in text.split(',') if n.strip()]
   bad = [n for n in names if n not in valid]
   if bad or not names:
@@ -193,15 +200,13 @@ def main(argv=None) -> int:
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
   try:
-    benchmarks = _names(args.benchmarks, BENCHMARKS, 'benchmarks')
-    attentions = _names(args.attentions, ATTENTIONS, 'attentions')
+    benchmarks = parse_names(args.benchmarks, BENCHMARKS, 'benchmarks')
+    attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
     if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
       raise UserError('--batch-size, --rounds and --steps must be >= 1')
     sharding.check_batch_size('--batch-size', args.batch_size)
     if args.json:
-      json_dir = os.path.dirname(os.path.abspath(args.json))
-      if not os.access(json_dir, os.W_OK):
-        raise UserError(f'--json={args.json}: folder {json_dir} is not writable')
+      check_writable('--json', args.json)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
