@@ -11,8 +11,9 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 (--config.schedule=cosine --config.warmup_epochs=5 for cosine with warm-up); random-resized crop to 224
 + flip; evaluation on all 50,000 validation images (resize 256, centre crop 224), top-1 and top-5.
 
-Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16: 1.5 images/s
-(11 s a train step), i.e. about 3 years for the 100-epoch recipe: a GPU/TPU job. No GPU timing yet.
+Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
+(experiments/results/cost.md): 2.7 images/s (6.0 s a train step), i.e. about 18 months for the
+100-epoch recipe: a GPU/TPU job. No GPU timing yet.
 
 Reference figure (not ours): torchvision's ResNet-101 v1 weights reach 77.37% top-1 (93.55% top-5).
 """

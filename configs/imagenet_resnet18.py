@@ -11,8 +11,9 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 (--config.schedule=cosine --config.warmup_epochs=5 for cosine with warm-up); random-resized crop to 224
 + flip; evaluation on all 50,000 validation images (resize 256, centre crop 224), top-1 and top-5.
 
-Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16: 12.2 images/s
-(1.3 s a train step), i.e. about 120 days for the 100-epoch recipe: a GPU/TPU job. No GPU timing yet.
+Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
+(experiments/results/cost.md): 13.8 images/s (1.16 s a train step), i.e. about 107 days for the
+100-epoch recipe: a GPU/TPU job. No GPU timing yet.
 
 Reference figure (not ours): torchvision's ResNet-18 v1 weights reach 69.76% top-1 (89.08% top-5).
 """

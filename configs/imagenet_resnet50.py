@@ -11,9 +11,9 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 (--config.schedule=cosine --config.warmup_epochs=5 for cosine with warm-up); random-resized crop to 224
 + flip; evaluation on all 50,000 validation images (resize 256, centre crop 224), top-1 and top-5.
 
-Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16: 3.0 images/s
-(5.3 s a train step) plain and 2.6 images/s with PFCA, i.e. well over a year for the 100-epoch
-recipe: a GPU/TPU job. No GPU timing yet.
+Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
+(experiments/results/cost.md): 5.4 images/s (2.96 s a train step) plain, 5.1 with PFCA (3.17 s),
+i.e. about 9 months for the 100-epoch recipe: a GPU/TPU job. No GPU timing yet.
 
 Reference figure (not ours): torchvision's ResNet-50 v1 weights reach 76.13% top-1 (92.86% top-5);
 the SimAM paper reports SimAM-R50 77.45%, SE-R50 77.63%, ECA-R50 77.48% top-1.

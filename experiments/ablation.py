@@ -14,7 +14,6 @@ the config file's name (with its `:ARG`, if any). Mistakes end with one line and
 import datetime
 import functools
 import os
-import platform
 import shlex
 import sys
 
@@ -42,15 +41,13 @@ def _default_name() -> str:
 
 
 def _header(name: str, argv: list[str], runs: list[dict]) -> str:
-  import jax
+  from pfca_jax import bench
   first = runs[0]
   return '\n'.join([
       f'# Ablation: {name}',
       '',
       f'Command: `{shlex.join(["python", "experiments/ablation.py"] + argv[1:])}`',
-      f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
-      f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()}); jax {jax.__version__}; '
-      f'written {datetime.date.today().isoformat()}.',
+      f'Machine: {bench.machine()}; written {datetime.date.today().isoformat()}.',
       f'Runs: {len(runs)} ({len({r["seed"] for r in runs})} seeds x {len({r["attention"] for r in runs})} attentions), '
       f'{first["steps"]} steps each; model {first["config"]["model"]["name"]}, dataset {first["config"]["dataset"]}.',
       'Table: mean ± sample standard deviation over seeds; "vs none": difference of the means ± its '

@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -25,7 +24,6 @@ from pfca_jax import cpu_flags
 
 cpu_flags.apply()
 
-import jax  # noqa: E402
 
 from pfca_jax import bench, sharding  # noqa: E402
 from pfca_jax.errors import UserError  # noqa: E402
@@ -98,8 +96,7 @@ def main(argv=None) -> int:
   rows = []
   for network in networks:
     rows += measure(network, attentions, args.batch_size, args.rounds, log)
-  machine = (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {jax.device_count()} x '
-             f'{jax.devices()[0].device_kind} ({jax.default_backend()}); jax {jax.__version__}')
+  machine = bench.machine()
   command = shlex.join(['python', 'experiments/cost_table.py'] + (sys.argv[1:] if argv is None else list(argv)))
   text = '\n'.join([
       '# What each attention costs: parameters, FLOPs and train-step time',

@@ -7,7 +7,8 @@ is resumed from its checkpoints by the trainer, so rerunning the same command co
 `aggregate` turns the runs' results.json into one row per attention (mean and sample standard
 deviation over seeds of each headline eval metric and of the training throughput, parameters and
 GFLOPs, and the differences to `none`); `write_results` writes them as NAME.md, NAME.csv and
-NAME.png (mean eval curve per attention with a min-max band over seeds).
+NAME.png (mean eval curve per attention with a min-max band over seeds; with a single evaluation,
+at the end, each seed's value and the mean per attention).
 The command line is experiments/ablation.py.
 """
 
@@ -184,19 +185,29 @@ def plot_bands(runs: list[dict], metric: str, out: str) -> str:
   import matplotlib.pyplot as plt
   import numpy as np
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  series = {}
   for attention in dict.fromkeys(r['attention'] for r in runs):
     curves = [dict(plot.read_metrics(r['workdir']).get(metric, [])) for r in runs if r['attention'] == attention]
     steps = sorted(set.intersection(*(set(c) for c in curves)))
-    if not steps:
-      continue
-    values = _scale(metric) * np.array([[c[s] for s in steps] for c in curves])
-    line, = ax.plot(steps, values.mean(0), label=f'{attention} (n={len(curves)})')
-    ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
-  ax.set_xlabel('step')
+    if steps:
+      series[attention] = steps, _scale(metric) * np.array([[c[s] for s in steps] for c in curves])
+  if all(len(steps) == 1 for steps, _ in series.values()):
+    # Evaluated once, at the end: a curve would be a dot each. Show the seeds and their mean per attention.
+    for i, (attention, (steps, values)) in enumerate(series.items()):
+      ax.scatter([i] * values.shape[0], values[:, 0], s=14, alpha=0.6)
+      ax.errorbar([i], [values.mean()], yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
+                  fmt='_', markersize=18, capsize=6, color='black')
+    ax.set_xticks(range(len(series)), [f'{a} (n={v.shape[0]})' for a, (_, v) in series.items()])
+    ax.set_title(f'final value at step {next(iter(series.values()))[0][0]}: seeds (dots), mean and min-max')
+  else:
+    for attention, (steps, values) in series.items():
+      line, = ax.plot(steps, values.mean(0), marker='o', markersize=3, label=f'{attention} (n={values.shape[0]})')
+      ax.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel('step')
+    ax.set_title('mean over seeds, band: min-max')
+    ax.legend()
   ax.set_ylabel(_title(metric) + (' (%)' if metric.endswith('/top1') else ''))
-  ax.set_title('mean over seeds, band: min-max')
   ax.grid(alpha=0.3)
-  ax.legend()
   fig.tight_layout()
   fig.savefig(out, dpi=120)
   plt.close(fig)

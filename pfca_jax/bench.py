@@ -19,6 +19,7 @@ are available offline or prepared.
 import argparse
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -32,7 +33,6 @@ if __name__ == '__main__' and '--torch=off' not in sys.argv:
   bench_torch.preload()
 
 import jax  # noqa: E402
-import jax.numpy as jnp
 import numpy as np
 
 from pfca_jax import config_defaults, optim, sharding, steps, train_state
@@ -171,6 +171,19 @@ def format_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def machine() -> str:
+  """What the figures were measured on: CPU model and cores, accelerators, jax version."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  device = jax.devices()[0]
+  return (f'{cpu}, {os.cpu_count()} CPU cores; {jax.device_count()} x {device.device_kind} '
+          f'({jax.default_backend()}); jax {jax.__version__}')
+
+
 def check_writable(flag: str, path: str) -> None:
   """Before any compilation: the folder a result file goes to must exist and be writable."""
   folder = os.path.dirname(os.path.abspath(path))
@@ -211,9 +224,7 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   log = lambda text: print(text, file=sys.stderr, flush=True)
-  device = jax.devices()[0]
-  machine = f'{jax.device_count()} x {device.device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores'
-  log(f'pfca_jax.bench on {machine}, jax {jax.__version__}')
+  log(f'pfca_jax.bench on {machine()}')
   entries = []
   for benchmark in benchmarks:
     for attention in attentions:
@@ -225,7 +236,7 @@ def main(argv=None) -> int:
     entries += bench_torch.entries(benchmarks, args.batch_size, log)
   time_rounds(entries, args.rounds, args.steps, log)
   rows = summarize(entries)
-  result = {'machine': machine, 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,
+  result = {'machine': machine(), 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,
             'rounds': args.rounds, 'steps_per_round': args.steps, 'rows': rows}
   print(format_table(rows))
   if args.pipelines:
