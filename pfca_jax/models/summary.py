@@ -35,7 +35,7 @@ def summarize(model, input_shape: Sequence[int], dtype: Any = jnp.float32) -> di
 
   FLOPs are those of the architecture's reference formulation (convolutions as `lax.conv`,
   attention not fused with its BatchNorm), so they do not depend on the lowering a backend picks:
-  patch matrices count the taps on zero padding, and a fused PFCA hides in BatchNorm's affine.
+  a fused PFCA would hide in BatchNorm's affine.
   """
   updates = {k: v for k, v in (('conv_impl', 'xla'), ('fuse_attention', False)) if hasattr(model, k)}
   model = model.clone(**updates) if updates else model
