@@ -61,13 +61,11 @@ def main(argv):
   logging.set_verbosity(logging.ERROR)
   cli.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
   import jax
-  from pfca_jax import ablation
+  from pfca_jax import ablation, compare
   from pfca_jax.errors import UserError
   from pfca_jax.validation import check_workdir
   try:
-    attentions = ablation.parse_attentions(_ATTENTIONS.value)
-    if _SEEDS.value < 1:
-      raise UserError(f'--seeds={_SEEDS.value} must be at least 1')
+    attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
     name = _NAME.value or _default_name()
     results_dir = os.path.abspath(_RESULTS_DIR.value)
     os.makedirs(results_dir, exist_ok=True)

@@ -20,18 +20,6 @@ import statistics
 
 from pfca_jax import compare, plot, progress, train
 from pfca_jax.errors import UserError
-from pfca_jax.models.attention import ATTENTIONS
-
-DEFAULT_ATTENTIONS = ('none', 'pfca', 'se', 'eca', 'simam')
-
-
-def parse_attentions(text: str) -> list[str]:
-  names = list(dict.fromkeys(n.strip() for n in text.split(',') if n.strip()))
-  bad = [n for n in names if n not in ATTENTIONS]
-  if bad or not names:
-    raise UserError(f'--attentions={text!r}: {", ".join(bad) or "empty"} is not valid; '
-                    f'give a comma-separated list of {", ".join(ATTENTIONS)}')
-  return names
 
 
 def run_dir(workdir: str, attention: str, seed: int) -> str:

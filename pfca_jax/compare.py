@@ -26,14 +26,20 @@ from pfca_jax.validation import check_workdir
 HEADLINE = (('/top1', 'top-1'), ('/psnr_y', 'PSNR-Y dB'), ('/ssim_y', 'SSIM-Y'))
 
 
-def attentions(config) -> list[str]:
-  """The attentions of config.compare_attentions, validated, duplicates dropped, in order."""
-  names = list(dict.fromkeys(n.strip() for n in config.compare_attentions.split(',') if n.strip()))
+def parse_attentions(text: str, label: str) -> list[str]:
+  """The attentions of a comma-separated list, validated, duplicates dropped, in order; `label` names
+  the setting in the error (e.g. 'compare_attentions', '--attentions')."""
+  names = list(dict.fromkeys(n.strip() for n in text.split(',') if n.strip()))
   unknown = [n for n in names if n not in ATTENTIONS]
   if unknown or not names:
-    raise UserError(f'compare_attentions={config.compare_attentions!r}: {", ".join(unknown) or "no attention"} '
+    raise UserError(f'{label}={text!r}: {", ".join(unknown) or "no attention"} '
                     f'is not valid; give a comma-separated list of {", ".join(ATTENTIONS)}')
   return names
+
+
+def attentions(config) -> list[str]:
+  """The attentions of config.compare_attentions (parse_attentions)."""
+  return parse_attentions(config.compare_attentions, 'compare_attentions')
 
 
 def _config_for(config, attention: str):

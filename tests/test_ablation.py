@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pfca_jax import ablation
+from pfca_jax import ablation, compare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP1 = 'eval/test/top1'
@@ -51,7 +51,7 @@ def test_one_seed_has_no_spread_and_attentions_are_validated():
   text = ablation.format_markdown([TOP1], rows)
   assert '| 50.00 ' in text and '+10.00 ' in text and '±' not in text.split('Per run:')[0]
   with pytest.raises(ablation.UserError, match=": cbam is not valid; give a comma-separated list of none, pfca"):
-    ablation.parse_attentions('pfca,cbam')
+    compare.parse_attentions('pfca,cbam', '--attentions')
 
 
 def run_cli(*args, timeout=600):

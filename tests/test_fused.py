@@ -1,4 +1,4 @@
-"""fused.BatchNorm is nn.BatchNorm, and BatchNormPFCA is nn.BatchNorm then PFCA: same variables,
+"""fused.BatchNorm is nn.BatchNorm, and with pfca=True nn.BatchNorm then PFCA: same variables,
 outputs, gradients and running statistics."""
 
 import flax.linen as nn

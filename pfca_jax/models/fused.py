@@ -23,7 +23,6 @@ BatchNorm: a ResNet-50 train step takes 3.02 s against 3.32 s with `nn.BatchNorm
 (experiments/results/speed.md).
 """
 
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -85,5 +84,3 @@ class BatchNorm(nn.Module):
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
 
-
-BatchNormPFCA = functools.partial(BatchNorm, pfca=True)  # BatchNorm then PFCA.

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
 from pfca_jax.models.conv import MatmulConv, resolve_impl
-from pfca_jax.models.fused import BatchNorm, BatchNormPFCA
+from pfca_jax.models.fused import BatchNorm
 from pfca_jax.models.pooling import max_pool
 
 ModuleDef = Any
@@ -203,8 +203,7 @@ class ResNet(nn.Module):
                              epsilon=1e-5, dtype=self.dtype)
     fused = None
     if self.fuse_attention and self.attention == 'pfca':
-      fused = functools.partial(BatchNormPFCA, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                dtype=self.dtype, **(self.attention_options or {}))
+      fused = functools.partial(norm, pfca=True, **(self.attention_options or {}))
     block = functools.partial(
         self.block_cls, conv=conv, norm=norm, fused_norm_attention=fused,
         attention=get_attention(self.attention, self.attention_options),
