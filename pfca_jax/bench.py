@@ -36,11 +36,10 @@ import jax  # noqa: E402
 import numpy as np
 
 from pfca_jax import config_defaults, optim, sharding, steps, train_state
-from pfca_jax.classification import train_loss
 from pfca_jax.errors import UserError
+from pfca_jax.losses import l1_loss, train_loss
 from pfca_jax.models.attention import ATTENTIONS
 from pfca_jax.models.conv import CONV_IMPLS
-from pfca_jax.super_resolution import l1_loss
 from pfca_jax.validation import create_model
 
 # name -> (config factory, input side, task input key); the configs are the training recipes.
@@ -158,7 +157,7 @@ def summarize(entries: list) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-  header = (f'{"step":<34} {"batch":>5} {"s/step (min-max)":>22} {"ex/s":>9} {"vs none":>8} {"compile":>8} '
+  header = (f'{"step":<48} {"batch":>5} {"s/step (min-max)":>22} {"ex/s":>9} {"vs none":>8} {"compile":>8} '
             f'{"peak MB":>8}')
   lines = [header, '-' * len(header)]
   for r in rows:
@@ -166,7 +165,7 @@ def format_table(rows: list[dict]) -> str:
     overhead = '' if r['overhead_vs_none'] is None else f'{100 * r["overhead_vs_none"]:+.1f}%'
     compile_s = '' if r['compile_s'] is None else f'{r["compile_s"]:.1f}s'
     peak = '' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2 ** 20:,.0f}'
-    lines.append(f'{r["name"]:<34} {r["batch"]:>5} {spread:>22} {r["examples_per_s"]:>9.1f} {overhead:>8} '
+    lines.append(f'{r["name"]:<48} {r["batch"]:>5} {spread:>22} {r["examples_per_s"]:>9.1f} {overhead:>8} '
                  f'{compile_s:>8} {peak:>8}')
   return '\n'.join(lines)
 
@@ -233,7 +232,7 @@ def main(argv=None) -> int:
       log(f'compiled {entry.name} in {entry.compile_s:.1f}s')
       entries.append(entry)
   if args.torch == 'auto':
-    entries += bench_torch.entries(benchmarks, args.batch_size, log)
+    entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype)
   time_rounds(entries, args.rounds, args.steps, log)
   rows = summarize(entries)
   result = {'machine': machine(), 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,

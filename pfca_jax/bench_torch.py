@@ -4,7 +4,10 @@ Used only when PyTorch is installed (it is not a dependency of the project). The
 networks our models reproduce: torchvision's resnet50 (and timm's seresnet50 when timm is there) for
 resnet50, and BasicSR's MSRResNet definition, written out below, for msrresnet_x4. Each step is
 forward, loss, backward and the same optimiser as our config (SGD momentum / Adam) on a fixed
-random batch, in NCHW float32, with PyTorch's default thread count.
+random batch, with PyTorch's default thread count. On the CPU the layout is NCHW (what the issue's
+figures and most users run); on a CUDA GPU channels_last, the layout its tensor-core convolutions
+want. With `--dtype bfloat16` the forward runs under bf16 autocast, PyTorch's mixed precision (float32
+weights, as ours keep float32 parameters).
 """
 
 import os
@@ -38,10 +41,11 @@ class TorchEntry:
   compile_s = None
   peak_bytes = None
 
-  def __init__(self, name, benchmark, model, optimizer, loss_fn, inputs, targets, batch):
+  def __init__(self, name, benchmark, model, optimizer, loss_fn, inputs, targets, batch, device, dtype):
     import torch
     self.name, self.benchmark, self.attention, self.batch = name, benchmark, 'torch', batch
-    self._torch = torch
+    self._torch, self._device = torch, device
+    self._autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == 'bfloat16')
     self.model, self.optimizer, self.loss_fn = model.train(), optimizer, loss_fn
     self.inputs, self.targets = inputs, targets
     self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -50,17 +54,26 @@ class TorchEntry:
   def run(self, n: int) -> float:
     """Seconds per step over n steps, after one untimed step (see pfca_jax.bench.Entry.run)."""
     self._step()
+    self._sync()
     t0 = time.perf_counter()
     for _ in range(n):
-      self._step()
+      loss = self._step()
+    loss.item()
+    self._sync()
     return (time.perf_counter() - t0) / n
 
-  def _step(self) -> None:
+  def _sync(self) -> None:
+    if self._device.type == 'cuda':
+      self._torch.cuda.synchronize()
+
+  def _step(self):
     self.optimizer.zero_grad(set_to_none=True)
-    loss = self.loss_fn(self.model(self.inputs), self.targets)
+    with self._torch.autocast(**self._autocast):
+      outputs = self.model(self.inputs)
+    loss = self.loss_fn(outputs.float(), self.targets)
     loss.backward()
     self.optimizer.step()
-    loss.item()  # Eager PyTorch on CPU is synchronous; this only makes it explicit.
+    return loss
 
 
 def msrresnet_x4():
@@ -106,37 +119,46 @@ def msrresnet_x4():
   return MSRResNet()
 
 
-def entries(benchmarks: list[str], batch: int, log) -> list:
-  """The PyTorch references of the requested benchmarks that can be built here ([] without PyTorch)."""
+def entries(benchmarks: list[str], batch: int, log, dtype: str = 'float32') -> list:
+  """The PyTorch references of the requested benchmarks that can be built here ([] without PyTorch).
+
+  They run on the first CUDA GPU when PyTorch sees one, else on the CPU.
+  """
   if not _available():
     log('PyTorch is not installed: JAX figures only (pip install torch torchvision timm to add the references)')
     return []
   import torch
   from torch import nn
+  device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+  layout = torch.channels_last if device.type == 'cuda' else torch.contiguous_format
+  place = lambda t: t.to(device, memory_format=layout) if t.dim() == 4 else t.to(device)
+  prepare = lambda model: model.to(device, memory_format=layout)
+  suffix = f'(eager, {device.type}{", bf16 autocast" if dtype == "bfloat16" else ""})'
   result = []
   if 'resnet50' in benchmarks:
-    images = torch.randn(batch, 3, 224, 224)
-    labels = torch.randint(0, 1000, (batch,))
+    images = place(torch.randn(batch, 3, 224, 224))
+    labels = place(torch.randint(0, 1000, (batch,)))
     references = []
     try:
       import torchvision
-      references.append(('torchvision resnet50 (eager)', torchvision.models.resnet50()))
+      references.append((f'torchvision resnet50 {suffix}', prepare(torchvision.models.resnet50())))
     except ImportError:
       log('torchvision is not installed: no torchvision resnet50 reference')
     try:
       import timm
-      references.append(('timm seresnet50 (eager)', timm.create_model('seresnet50', pretrained=False)))
+      references.append((f'timm seresnet50 {suffix}', prepare(timm.create_model('seresnet50', pretrained=False))))
     except ImportError:
       log('timm is not installed: no seresnet50 reference')
     for name, model in references:
       optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-      result.append(TorchEntry(name, 'resnet50', model, optimizer, nn.CrossEntropyLoss(), images, labels, batch))
+      result.append(TorchEntry(name, 'resnet50', model, optimizer, nn.CrossEntropyLoss(), images, labels, batch,
+                               device, dtype))
       log(f'ready: {name}')
   if 'msrresnet_x4' in benchmarks:
-    model = msrresnet_x4()
+    model = prepare(msrresnet_x4())
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
-    lr, hr = torch.rand(batch, 3, 32, 32), torch.rand(batch, 3, 128, 128)
-    result.append(TorchEntry('BasicSR msrresnet_x4 (eager)', 'msrresnet_x4', model, optimizer, nn.L1Loss(), lr, hr,
-                             batch))
-    log('ready: BasicSR msrresnet_x4 (eager)')
+    lr, hr = place(torch.rand(batch, 3, 32, 32)), place(torch.rand(batch, 3, 128, 128))
+    name = f'BasicSR msrresnet_x4 {suffix}'
+    result.append(TorchEntry(name, 'msrresnet_x4', model, optimizer, nn.L1Loss(), lr, hr, batch, device, dtype))
+    log(f'ready: {name}')
   return result

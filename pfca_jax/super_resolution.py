@@ -23,6 +23,7 @@ from pfca_jax.data import sr_folders
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
+from pfca_jax.losses import l1_loss
 from pfca_jax.tiling import to_uint8
 from pfca_jax.validation import create_model
 
@@ -42,10 +43,6 @@ def parse_folders(text: str) -> list[tuple[str, str, str | None]]:
     name = os.path.basename(os.path.dirname(os.path.normpath(hr_dir))) if base.lower() in _HR_FOLDER_NAMES else base
     folders.append((name or base, hr_dir, lr_dir or None))
   return folders
-
-
-def l1_loss(outputs, batch):
-  return jnp.mean(jnp.abs(outputs - batch['hr'])), {}
 
 
 class SuperResolutionTask:

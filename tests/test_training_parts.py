@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from pfca_jax import classification, config_defaults, optim, sharding, steps, train_state
+from pfca_jax import classification, config_defaults, losses, optim, sharding, steps, train_state
 from pfca_jax.models import resnet
 
 
@@ -89,11 +89,11 @@ def test_durations_in_steps_or_epochs():
 def test_topk_and_loss_golden():
   logits = jnp.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
   labels = jnp.array([1, 1])
-  np.testing.assert_array_equal(classification.topk_correct(logits, labels, 1), [0, 0])
-  np.testing.assert_array_equal(classification.topk_correct(logits, labels, 2), [1, 0])
-  np.testing.assert_array_equal(classification.topk_correct(logits, labels, 3), [1, 1])
+  np.testing.assert_array_equal(losses.topk_correct(logits, labels, 1), [0, 0])
+  np.testing.assert_array_equal(losses.topk_correct(logits, labels, 2), [1, 0])
+  np.testing.assert_array_equal(losses.topk_correct(logits, labels, 3), [1, 1])
   # Uniform logits: the loss is log C, with or without smoothing.
-  np.testing.assert_allclose(classification.cross_entropy(jnp.zeros((1, 4)), jnp.array([2]), 0.1), [math.log(4)],
+  np.testing.assert_allclose(losses.cross_entropy(jnp.zeros((1, 4)), jnp.array([2]), 0.1), [math.log(4)],
                              rtol=1e-6)
 
 
@@ -150,7 +150,7 @@ def make_step(mesh, c, model, input_shape):
   tx = optim.create_optimizer(c, schedule)
   _, shardings = train_state.abstract_state(model, tx, input_shape, 0, mesh)
   state = train_state.create_state(model, tx, input_shape, 0, shardings)
-  loss = lambda logits, batch: classification.train_loss(logits, batch, 0.0)
+  loss = lambda logits, batch: losses.train_loss(logits, batch, 0.0)
   return state, steps.make_train_step(loss, schedule, shardings, mesh)
 
 
