@@ -104,6 +104,20 @@ def test_pfca_statistics_are_float32_under_bfloat16():
   np.testing.assert_allclose(np.asarray(y, np.float32)[0, -1, 0] / 16.0, expected, rtol=4e-3)
 
 
+@pytest.mark.parametrize('variance', att.VARIANCES)
+def test_pfca_weights_exact_for_large_nearly_equal_means(variance):
+  # Channel means of 1000 +- 0.01: sums of u and u^2 in float32 would lose the variance (1e-4)
+  # to cancellation (1000^2 * 6e-8 = 0.06); the one-pass sums of shifted values must not.
+  rng = np.random.default_rng(3)
+  u32 = (1000.0 + 0.01 * rng.normal(size=(3, 64))).astype(np.float32)
+  u = u32.astype(np.float64)  # The reference sees exactly the float32 inputs.
+  ddof = 1 if variance == 'unbiased' else 0
+  d = (u - u.mean(-1, keepdims=True)) ** 2
+  expected = sigmoid(d / (4 * (u.var(-1, ddof=ddof, keepdims=True) + 1e-4)) + 0.5)
+  got = att.pfca_weights(jnp.asarray(u32), 1e-4, variance)
+  np.testing.assert_allclose(got, expected, rtol=2e-5)
+
+
 def test_pfca_has_no_params_and_no_state():
   variables = att.PFCA().init(jax.random.key(0), _random((2, 4, 4, 8)))
   assert variables.get('params', {}) == {}
