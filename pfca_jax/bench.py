@@ -157,15 +157,16 @@ def summarize(entries: list) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-  header = (f'{"step":<48} {"batch":>5} {"s/step (min-max)":>22} {"ex/s":>9} {"vs none":>8} {"compile":>8} '
+  header = (f'{"step":<48} {"batch":>5} {"ms/step (min-max)":>26} {"ex/s":>9} {"vs none":>8} {"compile":>8} '
             f'{"peak MB":>8}')
+  ms = lambda s: f'{1e3 * s:.1f}' if s >= 0.01 else f'{1e3 * s:.3f}'  # GPU steps take milliseconds.
   lines = [header, '-' * len(header)]
   for r in rows:
-    spread = f'{r["step_s_median"]:.3f} ({r["step_s_min"]:.3f}-{r["step_s_max"]:.3f})'
+    spread = f'{ms(r["step_s_median"])} ({ms(r["step_s_min"])}-{ms(r["step_s_max"])})'
     overhead = '' if r['overhead_vs_none'] is None else f'{100 * r["overhead_vs_none"]:+.1f}%'
     compile_s = '' if r['compile_s'] is None else f'{r["compile_s"]:.1f}s'
     peak = '' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2 ** 20:,.0f}'
-    lines.append(f'{r["name"]:<48} {r["batch"]:>5} {spread:>22} {r["examples_per_s"]:>9.1f} {overhead:>8} '
+    lines.append(f'{r["name"]:<48} {r["batch"]:>5} {spread:>26} {r["examples_per_s"]:>9.1f} {overhead:>8} '
                  f'{compile_s:>8} {peak:>8}')
   return '\n'.join(lines)
 

@@ -89,7 +89,9 @@ def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:
   large and nearly equal (it is as exact as the two-pass form in float32, tests/test_attention.py).
   """
   c = u.shape[-1]
-  v = u - u[:, :1]
+  # The shift changes no value, so its exact derivative is zero: stopping it spares the backward
+  # pass a scatter into column 0.
+  v = u - jax.lax.stop_gradient(u[:, :1])
   mean_v = jnp.mean(v, axis=-1, keepdims=True)
   sum_sq = jnp.maximum(jnp.sum(jnp.square(v), axis=-1, keepdims=True) - c * jnp.square(mean_v), 0.0)
   var = sum_sq / (c - 1 if variance == 'unbiased' else c)
