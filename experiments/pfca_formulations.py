@@ -94,8 +94,7 @@ def main(argv=None) -> int:
     if len(benchmark) != 1:
       raise UserError(f'--benchmark={args.benchmark!r}: give one network')
     variants = bench.parse_names(args.variants, VARIANTS, 'variants')
-    if args.json:
-      bench.check_writable('--json', args.json)
+    bench.check_timing_args(args)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

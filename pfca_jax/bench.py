@@ -191,6 +191,15 @@ def check_writable(flag: str, path: str) -> None:
     raise UserError(f'{flag}={path}: folder {folder} is not writable')
 
 
+def check_timing_args(args) -> None:
+  """--batch-size, --rounds, --steps and --json of a timing command, before anything compiles."""
+  if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
+    raise UserError('--batch-size, --rounds and --steps must be >= 1')
+  sharding.check_batch_size('--batch-size', args.batch_size)
+  if args.json:
+    check_writable('--json', args.json)
+
+
 def parse_names(text: str, valid, what: str) -> list[str]:
   names = [n.strip() for n in text.split(',') if n.strip()]
   bad = [n for n in names if n not in valid]
@@ -215,11 +224,7 @@ def main(argv=None) -> int:
   try:
     benchmarks = parse_names(args.benchmarks, BENCHMARKS, 'benchmarks')
     attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
-    if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
-      raise UserError('--batch-size, --rounds and --steps must be >= 1')
-    sharding.check_batch_size('--batch-size', args.batch_size)
-    if args.json:
-      check_writable('--json', args.json)
+    check_timing_args(args)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

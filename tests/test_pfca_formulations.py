@@ -41,6 +41,7 @@ def test_swaps_are_undone():
     (['--benchmark=resnet49'], "--benchmark='resnet49'"),
     (['--benchmark=resnet50,resnet18'], 'give one network'),
     (['--variants=pfca,cbam'], "--variants='pfca,cbam': cbam; valid: none, se, pfca"),
+    (['--rounds=0'], '--batch-size, --rounds and --steps must be >= 1'),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
   assert formulations.main(argv) == 2
