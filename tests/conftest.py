@@ -1,9 +1,19 @@
 """Helpers shared by the test modules, and 8 simulated CPU devices for the sharding tests."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must precede the first import of jax anywhere in the test session.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+# Many tests compile the same programs (a resumed run, another seed, the subprocesses of the CLI
+# tests, which inherit the variables): a compilation cache shared by the session makes the suite
+# about a quarter faster. A fresh folder each session, so nothing outlives it.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='pfca_jax_test_cache_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import chex  # noqa: E402
 import jax  # noqa: E402
