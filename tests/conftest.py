@@ -1,6 +1,7 @@
 """Helpers shared by the test modules, and 8 simulated CPU devices for the sharding tests."""
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -31,6 +32,17 @@ def apply_twice_under_jit(model, variables, x1, x2, **apply_kwargs):
     return model.apply(v, inp, **apply_kwargs)
 
   return forward(variables, x1), forward(variables, x2)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_repo_module(path):
+  """A Python file of the repository that is not in a package (a config, an experiment script), as a module."""
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def plain_kaiming(variables):

@@ -1,28 +1,20 @@
 """experiments/cost_table.py: parameters and FLOPs from the summary, measured step times, one-line errors."""
 
-import importlib.util
 import json
-import os
 
 import pytest
+from conftest import load_repo_module
 
 from pfca_jax import models
 from pfca_jax.models import summary
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_script():
-  spec = importlib.util.spec_from_file_location('cost_table', os.path.join(REPO, 'experiments', 'cost_table.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+cost_table = load_repo_module('experiments/cost_table.py')
 
 
 def test_cost_table_rows_and_growth(tmp_path, capsys):
   out = str(tmp_path / 'cost')
-  assert load_script().main(['--networks=cifar_resnet20', '--attentions=none,se', '--rounds=1', '--batch-size=8',
-                             f'--out={out}']) == 0
+  assert cost_table.main(['--networks=cifar_resnet20', '--attentions=none,se', '--rounds=1', '--batch-size=8',
+                          f'--out={out}']) == 0
   rows = json.load(open(out + '.json'))['rows']
   assert [r['attention'] for r in rows] == ['none', 'se'] and all(r['input'] == '32x32' for r in rows)
   for row in rows:
@@ -43,6 +35,6 @@ def test_cost_table_rows_and_growth(tmp_path, capsys):
     (['--out=/no/such/folder/cost'], 'folder /no/such/folder is not writable'),
 ])
 def test_mistakes_are_one_line(argv, message, capsys):
-  assert load_script().main(argv) == 2
+  assert cost_table.main(argv) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith('error: ') and message in err and len(err.splitlines()) == 1

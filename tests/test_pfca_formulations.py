@@ -1,18 +1,13 @@
 """experiments/pfca_formulations.py: its formulations compute PFCA's function, and it runs and refuses bad input."""
 
-import importlib.util
-import pathlib
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_repo_module
 from pfca_jax.models import attention, fused
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / 'pfca_formulations.py'
-_spec = importlib.util.spec_from_file_location('pfca_formulations', _PATH)
-formulations = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(formulations)
+formulations = load_repo_module('experiments/pfca_formulations.py')
 
 
 @pytest.mark.parametrize('variance', attention.VARIANCES)

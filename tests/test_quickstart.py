@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, load_repo_module
 from sklearn.datasets import load_digits
 
 from pfca_jax import compare, metrics
@@ -16,15 +17,8 @@ from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def load_config(name, arg=None):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_repo_module(f'configs/{name}.py').get_config(arg)
 
 
 @pytest.fixture(scope='module')

@@ -10,22 +10,15 @@ import signal
 import jax
 import numpy as np
 import pytest
-from conftest import checkpointed_state
+from conftest import checkpointed_state, load_repo_module
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pfca_jax import checkpointing, data, train
 from pfca_jax.validation import UserError
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
-
-
 def load_config(name, arg=None, **overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = load_repo_module(f'configs/{name}.py').get_config(arg)
   config.lock()
   for key, value in overrides.items():
     target = config
