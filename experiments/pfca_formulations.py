@@ -19,6 +19,7 @@ and `none` / `se` for reference. This is how the shipped formulation was chosen
 
 import argparse
 import contextlib
+import json
 import sys
 
 from pfca_jax import cpu_flags
@@ -43,14 +44,14 @@ def _two_pass_barrier(u, lam, variance):
   return jax.lax.optimization_barrier(_two_pass(u, lam, variance))
 
 
+_FUSED_GAINS = fused._gains
+
+
 def _gains_barrier(*args, **kwargs):
   """The fused BatchNorm's per-(n, c) gain and shift, materialised before the full-resolution pass."""
   gain, shift, mean, var = _FUSED_GAINS(*args, **kwargs)
   gain, shift = jax.lax.optimization_barrier((gain, shift))
   return gain, shift, mean, var
-
-
-_FUSED_GAINS = fused._gains
 
 
 def _raw_moments(u, lam, variance):
@@ -113,7 +114,6 @@ def main(argv=None) -> int:
   rows = bench.summarize(entries)
   print(bench.format_table(rows))
   if args.json:
-    import json
     with open(args.json, 'w') as f:
       json.dump({'machine': bench.machine(), 'dtype': args.dtype, 'rounds': args.rounds,
                  'steps_per_round': args.steps, 'rows': rows}, f, indent=2)

@@ -57,23 +57,22 @@ class TorchEntry:
     self._sync()
     t0 = time.perf_counter()
     for _ in range(n):
-      loss = self._step()
-    loss.item()
+      self._step()
     self._sync()
     return (time.perf_counter() - t0) / n
 
   def _sync(self) -> None:
+    """Waits for queued GPU work; eager PyTorch on the CPU has returned when each step has."""
     if self._device.type == 'cuda':
       self._torch.cuda.synchronize()
 
-  def _step(self):
+  def _step(self) -> None:
     self.optimizer.zero_grad(set_to_none=True)
     with self._torch.autocast(**self._autocast):
       outputs = self.model(self.inputs)
     loss = self.loss_fn(outputs.float(), self.targets)
     loss.backward()
     self.optimizer.step()
-    return loss
 
 
 def msrresnet_x4():
