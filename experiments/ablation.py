@@ -20,9 +20,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pfca_jax import cli, cpu_flags
+from pfca_jax import cli, cpu_flags, huge_pages
 
 cpu_flags.apply()
+if __name__ == '__main__':
+  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/quickstart.py.', lock_config=True)
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per attention: config.seed, config.seed + 1, ...')

@@ -20,9 +20,11 @@ import shlex
 import statistics
 import sys
 
-from pfca_jax import cpu_flags
+from pfca_jax import cpu_flags, huge_pages
 
 cpu_flags.apply()
+if __name__ == '__main__':
+  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
 
 
 from pfca_jax import bench, sharding  # noqa: E402

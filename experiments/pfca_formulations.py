@@ -22,9 +22,11 @@ import contextlib
 import json
 import sys
 
-from pfca_jax import cpu_flags
+from pfca_jax import cpu_flags, huge_pages
 
 cpu_flags.apply()
+if __name__ == '__main__':
+  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

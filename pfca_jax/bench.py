@@ -24,9 +24,11 @@ import statistics
 import sys
 import time
 
-from pfca_jax import bench_torch, cpu_flags
+from pfca_jax import bench_torch, cpu_flags, huge_pages
 
 cpu_flags.apply()  # The trainer's XLA CPU flags, before JAX initialises its backend.
+if __name__ == '__main__':
+  huge_pages.reexec_if_useful()  # As the trainer does: the steps are timed as a user runs them.
 if __name__ == '__main__' and '--torch=off' not in sys.argv:
   # Before TensorFlow: loading PyTorch's native libraries after it crashes here. Only as a command:
   # an importer (the tests) has TensorFlow loaded already and does not time PyTorch.
@@ -172,7 +174,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def machine() -> str:
-  """What the figures were measured on: CPU model and cores, accelerators, jax version."""
+  """What the figures were measured on: CPU model and cores, accelerators, jax version, huge pages."""
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
@@ -180,8 +182,9 @@ def machine() -> str:
   except OSError:
     pass
   device = jax.devices()[0]
+  pages = 'on' if huge_pages.enabled() else 'off'
   return (f'{cpu}, {os.cpu_count()} CPU cores; {jax.device_count()} x {device.device_kind} '
-          f'({jax.default_backend()}); jax {jax.__version__}')
+          f'({jax.default_backend()}); jax {jax.__version__}; host buffers on huge pages: {pages}')
 
 
 def check_writable(flag: str, path: str) -> None:

@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pfca_jax import cli, cpu_flags
+from pfca_jax import cli, cpu_flags, huge_pages
 
 cpu_flags.apply()
 
@@ -51,5 +51,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  huge_pages.reexec_if_useful()
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: no C++ log noise.
   app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))

@@ -1,0 +1,94 @@
+"""The commands' re-execution with glibc's huge-page tunable: when it happens, and that it takes effect."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from pfca_jax import huge_pages
+
+TUNE = 'glibc.malloc.hugetlb=1'
+
+
+@pytest.mark.parametrize('environ, libc, thp, expected', [
+    ({}, (2, 36), 'madvise', TUNE),
+    ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, (2, 36), 'madvise', 'glibc.malloc.arena_max=2:' + TUNE),
+    ({}, (2, 35), 'madvise', TUNE),
+    ({}, (2, 34), 'madvise', None),     # The tunable does not exist before 2.35.
+    ({}, None, 'madvise', None),        # musl or no libc information.
+    ({}, (2, 36), 'always', None),      # Every large mapping gets huge pages already.
+    ({}, (2, 36), 'never', None),
+    ({}, (2, 36), None, None),          # No THP on this kernel.
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, (2, 36), 'madvise', None),  # The user's choice stands.
+    ({'PFCA_JAX_HUGE_PAGES': '0'}, (2, 36), 'madvise', None),
+    ({'PFCA_JAX_HUGE_PAGES': '1'}, (2, 36), 'madvise', TUNE),
+])
+def test_reexec_environment(environ, libc, thp, expected):
+  env = huge_pages.reexec_environment(environ, libc, thp)
+  if expected is None:
+    assert env is None
+  else:
+    assert env['GLIBC_TUNABLES'] == expected
+    assert {k: v for k, v in env.items() if k != 'GLIBC_TUNABLES'} == {
+        k: v for k, v in environ.items() if k != 'GLIBC_TUNABLES'}
+
+
+@pytest.mark.parametrize('text, mode', [
+    ('always [madvise] never\n', 'madvise'), ('[always] madvise never\n', 'always'),
+    ('always madvise [never]\n', 'never'), ('garbage\n', None)])
+def test_thp_mode(tmp_path, text, mode):
+  path = tmp_path / 'enabled'
+  path.write_text(text)
+  assert huge_pages.thp_mode(str(path)) == mode
+
+
+def test_thp_mode_missing_file(tmp_path):
+  assert huge_pages.thp_mode(str(tmp_path / 'absent')) is None
+
+
+# Reports the process id on both sides of the exec, then whether a large malloc'd block (not numpy,
+# which madvises its own arrays) came back on huge pages.
+_PROBE = '''
+import ctypes, os, sys
+from pfca_jax import huge_pages
+print('pid', os.getpid(), flush=True)
+huge_pages.reexec_if_useful()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+block = libc.malloc(64 << 20)
+ctypes.memset(block, 1, 64 << 20)
+with open('/proc/self/smaps_rollup') as f:
+  huge_kb = next(int(line.split()[1]) for line in f if line.startswith('AnonHugePages'))
+print('args', sys.argv[1:], 'tunables', os.environ.get('GLIBC_TUNABLES'), 'huge_kb', huge_kb)
+'''
+
+
+def _probe(extra_env):
+  env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', huge_pages.OPT_OUT)}
+  env.update(extra_env)
+  out = subprocess.run([sys.executable, '-c', _PROBE, 'a', '--b=c'], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=60, check=True).stdout.splitlines()
+  return out
+
+
+needs_madvise_thp = pytest.mark.skipif(
+    not (huge_pages.thp_mode() == 'madvise' and (huge_pages.glibc_version() or (0, 0)) >= (2, 35)),
+    reason='needs glibc >= 2.35 and transparent huge pages in madvise mode')
+
+
+@needs_madvise_thp
+def test_reexec_keeps_process_and_arguments_and_gets_huge_pages():
+  lines = _probe({})
+  pids = [line for line in lines if line.startswith('pid')]
+  assert len(pids) == 2 and pids[0] == pids[1], lines  # Printed before and after the exec.
+  assert f"args ['a', '--b=c'] tunables {TUNE}" in lines[-1]
+  assert int(lines[-1].split()[-1]) >= 32 * 1024, lines  # At least half of the 64 MiB block.
+
+
+@needs_madvise_thp
+def test_opt_out_runs_once_on_small_pages():
+  lines = _probe({huge_pages.OPT_OUT: '0'})
+  assert len([line for line in lines if line.startswith('pid')]) == 1
+  assert lines[-1].endswith('tunables None huge_kb 0'), lines
