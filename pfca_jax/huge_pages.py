@@ -63,7 +63,7 @@ def enabled(environ=os.environ) -> bool:
 def reexec_if_useful() -> None:
   """Call first thing in a command's `__main__`: may replace the process with itself (never returns then)."""
   env = reexec_environment(os.environ, glibc_version(), thp_mode())
-  if env is None:
+  if env is None or not sys.executable:  # An embedded interpreter has no executable to exec.
     return
   sys.stdout.flush()
   sys.stderr.flush()
