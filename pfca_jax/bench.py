@@ -29,10 +29,10 @@ from pfca_jax import bench_torch, cpu_flags, huge_pages
 cpu_flags.apply()  # The trainer's XLA CPU flags, before JAX initialises its backend.
 if __name__ == '__main__':
   huge_pages.reexec_if_useful()  # As the trainer does: the steps are timed as a user runs them.
-if __name__ == '__main__' and '--torch=off' not in sys.argv:
-  # Before TensorFlow: loading PyTorch's native libraries after it crashes here. Only as a command:
-  # an importer (the tests) has TensorFlow loaded already and does not time PyTorch.
-  bench_torch.preload()
+  if '--torch=off' not in sys.argv:
+    # Before TensorFlow: loading PyTorch's native libraries after it crashes here. Only as a command:
+    # an importer (the tests) has TensorFlow loaded already and does not time PyTorch.
+    bench_torch.preload()
 
 import jax  # noqa: E402
 import numpy as np

@@ -55,9 +55,10 @@ def reexec_environment(environ, libc: tuple[int, int] | None, thp: str | None) -
   return env
 
 
-def enabled(environ=os.environ) -> bool:
+def enabled() -> bool:
   """Whether this process's large host buffers can land on huge pages (for benchmark reports)."""
-  return thp_mode() == 'always' or (thp_mode() == 'madvise' and f'{TUNABLE}=1' in environ.get('GLIBC_TUNABLES', ''))
+  mode = thp_mode()
+  return mode == 'always' or (mode == 'madvise' and f'{TUNABLE}=1' in os.environ.get('GLIBC_TUNABLES', ''))
 
 
 def reexec_if_useful() -> None:
