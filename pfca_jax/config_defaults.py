@@ -104,6 +104,9 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'           # Compute dtype; parameters stay float32.
   c.model.num_feat = 64               # Feature channels (BasicSR: 64).
   c.model.num_block = 16              # Residual blocks (BasicSR: 16).
+  # Convolution lowering: auto (matmul on CPU, xla elsewhere) | xla | matmul; same parameters and
+  # outputs either way (pfca_jax/models/conv.py).
+  c.model.conv_impl = 'auto'
 
   c.dataset = 'div2k'                 # TFDS div2k/bicubic_x{scale}: 800 train, 100 validation pairs.
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.

@@ -30,13 +30,12 @@ def parse_options(text: str) -> dict:
 def model_options(config) -> dict:
   """The keyword arguments of models.create for config.model (all validated by the model itself)."""
   m = config.model
-  options = {'attention': m.attention, 'dtype': m.dtype,
+  options = {'attention': m.attention, 'dtype': m.dtype, 'conv_impl': m.get('conv_impl', 'auto'),
              'attention_options': parse_options(m.attention_options) or None}
   if m.name == 'msrresnet':
     options.update(num_feat=m.num_feat, num_block=m.num_block)
   else:
-    options.update(attention_position=m.attention_position, zero_init_last_bn=m.zero_init_last_bn,
-                   conv_impl=m.get('conv_impl', 'auto'))
+    options.update(attention_position=m.attention_position, zero_init_last_bn=m.zero_init_last_bn)
   return options
 
 

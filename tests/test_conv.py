@@ -16,6 +16,9 @@ from pfca_jax.models.conv import MatmulConv, resolve_impl
     ((3, 3), 1, 1, (2, 8, 8, 5)),      # stays lax.conv
     ((3, 3), 2, 1, (2, 9, 10, 5)),     # v1.5 strided 3x3, lax.conv
     ((7, 7), 2, 3, (1, 23, 17, 3)),    # stem, lax.conv
+    ((3, 3), 1, 1, (2, 8, 9, 54)),     # few outputs (9 * 6 <= 54): one product with all taps
+    ((3, 3), 1, 0, (2, 7, 9, 60)),     # the same, valid padding
+    ((1, 3), 1, 1, (1, 5, 6, 18)),     # non-square taps (3 * 6 <= 18), padding 1 both ways
 ])
 def test_matmul_conv_matches_nn_conv(kernel, strides, padding, shape):
   x = jax.random.normal(jax.random.key(0), shape)
@@ -39,7 +42,23 @@ def test_resnet_lowerings_share_parameters_and_outputs():
   np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-4, atol=1e-5)
 
 
+def test_msrresnet_lowerings_share_parameters_and_outputs():
+  # num_feat=32: 9 taps x 3 outputs <= 32 inputs, so conv_last takes the tap product.
+  x = jax.random.uniform(jax.random.key(0), (2, 6, 7, 3))
+  plain, fast = (models.create('msrresnet', scale=4, num_feat=32, num_block=1, attention='pfca', conv_impl=impl)
+                 for impl in ('xla', 'matmul'))
+  variables = plain.init(jax.random.key(1), x)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), variables, fast.init(jax.random.key(1), x)))
+  variables = jax.tree.map(lambda v: v + 0.05 * jax.random.normal(jax.random.key(2), v.shape), variables)
+  grad = lambda m: jax.grad(lambda v: jnp.sum(jnp.abs(m.apply(v, x) - 0.5)))(variables)
+  np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(grad(fast)), jax.tree.leaves(grad(plain))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_impl_is_validated_and_auto_follows_the_backend():
   assert resolve_impl('auto') == ('matmul' if jax.default_backend() == 'cpu' else 'xla')
   with pytest.raises(ValueError, match="unknown conv_impl 'fast'; valid: auto, xla, matmul"):
     models.create('cifar_resnet20', conv_impl='fast')
+  with pytest.raises(ValueError, match="unknown conv_impl 'fast'; valid: auto, xla, matmul"):
+    models.create('msrresnet', conv_impl='fast')

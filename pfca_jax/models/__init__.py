@@ -33,7 +33,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], int | None]] = {
 # The options a user may set through `create`; architecture fields fixed by the
 # name (stage sizes, widths, stem) are not among them.
 RESNET_OPTIONS = ('attention_options', 'attention_position', 'dtype', 'zero_init_last_bn', 'conv_impl', 'fuse_attention')
-MSRRESNET_OPTIONS = ('scale', 'num_feat', 'num_block', 'num_in_ch', 'num_out_ch', 'attention_options', 'dtype')
+MSRRESNET_OPTIONS = ('scale', 'num_feat', 'num_block', 'num_in_ch', 'num_out_ch', 'attention_options', 'dtype',
+                     'conv_impl')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
+from pfca_jax.models.conv import MatmulConv, resolve_impl
 
 ModuleDef = Any
 SCALES = (2, 3, 4)
@@ -79,6 +80,9 @@ class MSRResNet(nn.Module):
     num_feat, num_block, num_in_ch, num_out_ch: as in BasicSR (64, 16, 3, 3).
     attention, attention_options: the attention in each residual block.
     dtype: compute dtype; parameters stay float32 and the output is float32.
+    conv_impl: how convolutions are lowered, 'auto' (per backend), 'xla' or 'matmul'
+      (pfca_jax/models/conv.py: on the CPU, conv_last as one product with all taps); the
+      parameters and outputs are the same either way, within float rounding.
   """
   scale: int = 4
   num_feat: int = 64
@@ -88,6 +92,7 @@ class MSRResNet(nn.Module):
   attention: str = 'none'
   attention_options: Mapping[str, Any] | None = None
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'
 
   def __post_init__(self):
     if self.scale not in SCALES:
@@ -100,6 +105,7 @@ class MSRResNet(nn.Module):
       raise ValueError(f'MSRResNet num_out_ch={self.num_out_ch} must equal num_in_ch={self.num_in_ch}: '
                        'the global skip adds the upsampled input to the output')
     get_attention(self.attention, self.attention_options)
+    resolve_impl(self.conv_impl)
     super().__post_init__()
 
   @nn.compact
@@ -107,7 +113,8 @@ class MSRResNet(nn.Module):
     del train  # No BatchNorm or dropout: training and inference are the same function.
     if x.ndim != 4 or x.shape[-1] != self.num_in_ch:
       raise ValueError(f'MSRResNet expects NHWC input with {self.num_in_ch} channels, got shape {x.shape}')
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, dtype=self.dtype,
+    conv_cls = MatmulConv if resolve_impl(self.conv_impl) == 'matmul' else nn.Conv
+    conv = functools.partial(conv_cls, kernel_size=(3, 3), padding=1, dtype=self.dtype,
                              kernel_init=kaiming_x01, bias_init=nn.initializers.zeros)
     lrelu = functools.partial(nn.leaky_relu, negative_slope=0.1)
     attention = get_attention(self.attention, self.attention_options)
