@@ -65,3 +65,21 @@ def test_resnet_with_fused_pfca_keeps_variables_and_outputs():
   np.testing.assert_allclose(y_a, y_b, rtol=1e-4, atol=1e-4)
   for a, b in zip(jax.tree.leaves(s_a), jax.tree.leaves(s_b)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_descriptor_derivative_is_exact_in_both_modes():
+  # The CPU computes PFCA's (N, C) derivative apart, as a product with I: it must change no bit, and
+  # forward mode (jvp) must keep working through the fused module, not only reverse mode.
+  from pfca_jax.models import fused
+  a = jax.random.normal(jax.random.key(0), (8, 64)) * jnp.logspace(-20, 20, 64)
+  assert (fused._unfused(a) == a).all()
+  _, tangent = jax.jvp(fused._descriptor, (a,), (a,))
+  assert (tangent == a).all()
+  module = Fused(train=True)
+  x = jax.random.normal(jax.random.key(1), (2, 3, 3, 4))
+  variables = module.init(jax.random.key(2), x)
+  direction = jax.random.normal(jax.random.key(3), x.shape)
+  tangents = [jax.jvp(lambda x: m.apply(variables, x, mutable=['batch_stats'])[0], (x,), (direction,))[1]
+              for m in (module, Unfused(train=True))]
+  assert float(jnp.abs(tangents[1]).max()) > 0.1
+  np.testing.assert_allclose(tangents[0], tangents[1], rtol=1e-4, atol=1e-4)
