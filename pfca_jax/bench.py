@@ -1,14 +1,16 @@
 """Training-step throughput of the paper's networks per attention, side by side: a benchmark, not a test.
 
     python -m pfca_jax.bench [--benchmarks resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4]
-        [--attentions none,pfca,se,eca,simam] [--batch-size 16] [--rounds 5] [--steps 2]
+        [--attentions none,pfca,se,eca,simam] [--batch-size 16] [--rounds 5] [--steps 2] [--round-seconds 0]
         [--conv-impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off] [--pipelines]
         [--json bench.json]
 
 Each entry is the trainer's own jitted step (pfca_jax.steps.make_train_step, the configs' optimiser,
 loss and sharding over every device) on a fixed random batch. Entries are compiled first (compile
 time and XLA's planned peak memory reported apart), then timed in interleaved rounds: every round
-runs `--steps` steps of each entry in turn, so slow drifts of the machine hit all entries alike. The
+runs `--steps` steps of each entry in turn (or, with `--round-seconds S`, as many more as fill about S
+seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once per round is at the
+mercy of the host's jitter), so slow drifts of the machine hit all entries alike. The
 table gives the median step time with min-max over rounds, images (or patches) per second, and the
 step-time overhead over `none` of the same network in the same run. When PyTorch is importable, its
 references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager) join the same rounds
@@ -18,6 +20,7 @@ are available offline or prepared.
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -79,8 +82,7 @@ class Entry:
     config = make_config()
     config.model.attention = attention
     config.model.dtype = dtype
-    if config.task == 'classification':
-      config.model.conv_impl = conv_impl
+    config.model.conv_impl = conv_impl
     self.benchmark, self.attention, self.batch = benchmark, attention, batch_size
     self.name = f'{benchmark} + {attention}'
     is_sr = config.task == 'super_resolution'
@@ -132,13 +134,20 @@ class Entry:
     return (time.perf_counter() - t0) / n
 
 
-def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print) -> None:
-  """Interleaved rounds; each entry gets `.times` (seconds per step, one per round)."""
+def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print, round_seconds: float = 0.0) -> None:
+  """Interleaved rounds; each entry gets `.times` (seconds per step, one per round) and `.steps`.
+
+  Every entry runs at least `steps_per_round` steps a round, and enough to fill `round_seconds` at the
+  step time of one first run (untimed for the results).
+  """
   for entry in entries:
     entry.times = []
+    entry.steps = steps_per_round
+    if round_seconds > 0:
+      entry.steps = max(steps_per_round, math.ceil(round_seconds / entry.run(1)))
   for r in range(rounds):
     for entry in entries:
-      entry.times.append(entry.run(steps_per_round))
+      entry.times.append(entry.run(entry.steps))
     log(f'round {r + 1}/{rounds}: ' + ', '.join(f'{e.name} {e.times[-1]:.3f}s' for e in entries))
 
 
@@ -150,6 +159,7 @@ def summarize(entries: list) -> list[dict]:
                  'step_s_median': median, 'step_s_min': min(e.times), 'step_s_max': max(e.times),
                  'examples_per_s': e.batch / median, 'compile_s': getattr(e, 'compile_s', None),
                  'peak_bytes': getattr(e, 'peak_bytes', None), 'params': getattr(e, 'params', None),
+                 'steps_per_round': getattr(e, 'steps', None),
                  'framework': getattr(e, 'framework', 'jax')})
   base = {r['benchmark']: r for r in rows if r['attention'] == 'none' and r['framework'] == 'jax'}
   for r in rows:
@@ -198,6 +208,8 @@ def check_timing_args(args) -> None:
   """--batch-size, --rounds, --steps and --json of a timing command, before anything compiles."""
   if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
     raise UserError('--batch-size, --rounds and --steps must be >= 1')
+  if getattr(args, 'round_seconds', 0) < 0:
+    raise UserError(f'--round-seconds={args.round_seconds} must be >= 0 (0: exactly --steps steps a round)')
   sharding.check_batch_size('--batch-size', args.batch_size)
   if args.json:
     check_writable('--json', args.json)
@@ -217,7 +229,9 @@ def main(argv=None) -> int:
   parser.add_argument('--attentions', default='none,pfca,se')
   parser.add_argument('--batch-size', type=int, default=16)
   parser.add_argument('--rounds', type=int, default=5)
-  parser.add_argument('--steps', type=int, default=2, help='steps per entry per round')
+  parser.add_argument('--steps', type=int, default=2, help='steps per entry per round (at least)')
+  parser.add_argument('--round-seconds', type=float, default=0.0,
+                      help='more steps per round for fast entries: about this many seconds each')
   parser.add_argument('--conv-impl', default='auto', choices=CONV_IMPLS)
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--torch', default='auto', choices=('auto', 'off'))
@@ -242,10 +256,11 @@ def main(argv=None) -> int:
       entries.append(entry)
   if args.torch == 'auto':
     entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype)
-  time_rounds(entries, args.rounds, args.steps, log)
+  time_rounds(entries, args.rounds, args.steps, log, args.round_seconds)
   rows = summarize(entries)
   result = {'machine': machine(), 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,
-            'rounds': args.rounds, 'steps_per_round': args.steps, 'rows': rows}
+            'rounds': args.rounds, 'steps_per_round': args.steps, 'round_seconds': args.round_seconds,
+            'rows': rows}
   print(format_table(rows))
   if args.pipelines:
     from pfca_jax import bench_pipelines

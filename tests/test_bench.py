@@ -10,7 +10,7 @@ from pfca_jax import bench
 def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   out = tmp_path / 'bench.json'
   assert bench.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch-size=8', '--rounds=2',
-                     '--steps=1', '--torch=off', f'--json={out}']) == 0
+                     '--steps=1', '--round-seconds=0.5', '--torch=off', f'--json={out}']) == 0
   result = json.loads(out.read_text())
   rows = {r['name']: r for r in result['rows']}
   assert set(rows) == {'cifar_resnet20 + none', 'cifar_resnet20 + pfca'}
@@ -21,6 +21,8 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   assert none['step_s_min'] <= none['step_s_median'] <= none['step_s_max']
   assert none['examples_per_s'] == pytest.approx(8 / none['step_s_median'])
   assert none['compile_s'] > 0 and none['peak_bytes'] > 0
+  # About 0.5 s of steps a round: far more than one step of this tiny network, never fewer than --steps.
+  assert none['steps_per_round'] > 1 and pfca['steps_per_round'] > 1
   assert 'cifar_resnet20 + pfca' in capsys.readouterr().out
 
 
@@ -28,6 +30,7 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
     (['--benchmarks=resnet49'], "--benchmarks='resnet49': resnet49; valid: resnet18, resnet50"),
     (['--attentions=none,cbam'], "--attentions='none,cbam': cbam; valid: none, pfca"),
     (['--batch-size=3'], '--batch-size'),
+    (['--round-seconds=-1'], '--round-seconds=-1.0 must be >= 0'),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
   assert bench.main(argv + ['--torch=off']) == 2
