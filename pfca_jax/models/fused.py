@@ -47,9 +47,10 @@ def _descriptor(s1):
 
   Without it XLA fuses the whole (N, C) backward of BN + PFCA (the PFCA weights' derivative, about
   50 scalar operations) into each full-resolution loop that consumes it, evaluating it once per
-  pixel; in CIFAR ResNets that loop is the transposed copy made for a 3x3 weight gradient. Computed
-  once per (n, c) instead: CIFAR ResNet-56 + PFCA over `none` +5.3% -> +3.3%, +11.4% -> +7.8% in two
-  interleaved runs (experiments/results/speed.md). `optimization_barrier` does not do this on the
+  pixel; in CIFAR ResNets that loop is the transposed copy made for a 3x3 weight gradient (124
+  instructions per such fusion, 44 for `none`; 44 with this). The step-time effect on CIFAR ResNet-56
+  is within this host's noise: PFCA over `none` fell 2-3.5 points in three of four interleaved runs
+  and rose 1.5 in one (experiments/results/speed.md). `optimization_barrier` does not do this on the
   CPU, whose compiler removes barriers before fusion.
   """
   return s1
