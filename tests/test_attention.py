@@ -135,6 +135,35 @@ def test_pfca_gradients_finite_including_constant_input(shape):
   np.testing.assert_allclose(att.PFCA().apply({}, jnp.ones(shape)), sigmoid(0.5) * np.ones(shape), rtol=1e-6)
 
 
+def test_descriptor_derivative_is_exact():
+  # On the CPU PFCA's (N, C) derivative goes through a product with I: it must change no bit.
+  a = jax.random.normal(jax.random.key(0), (8, 64)) * jnp.logspace(-20, 20, 64)
+  assert (att._unfused(a) == a).all()
+  value, tangent = jax.jvp(att.descriptor, (a,), (a,))
+  assert (value == a).all() and (tangent == a).all()
+  assert (jax.grad(lambda u: jnp.vdot(att.descriptor(u), a))(a) == a).all()
+
+
+@pytest.mark.parametrize('variance', att.VARIANCES)
+def test_pfca_derivatives_match_textbook_form(variance):
+  # Reverse and forward mode of the module (its descriptor's derivative computed apart, the statistics
+  # from one level of sums) against JAX's derivatives of the two-pass formula written out.
+  def textbook(x):
+    u = jnp.mean(x, axis=(1, 2))
+    d = jnp.square(u - jnp.mean(u, axis=1, keepdims=True))
+    var = jnp.sum(d, axis=1, keepdims=True) / (u.shape[1] - (variance == 'unbiased'))
+    return x * jax.nn.sigmoid(d / (4 * (var + 1e-4)) + 0.5)[:, None, None, :]
+
+  module = lambda x: att.PFCA(variance=variance).apply({}, x)
+  x, weights, direction = (_random((2, 5, 4, 16), seed) for seed in (0, 1, 2))
+  grads = [jax.grad(lambda x: jnp.vdot(f(x), weights))(x) for f in (module, textbook)]
+  tangents = [jax.jvp(f, (x,), (direction,))[1] for f in (module, textbook)]
+  # The attention's share of the gradient must be visible: not just x's own scaling.
+  assert float(jnp.abs(grads[1] - jax.grad(lambda x: jnp.vdot(x * 0.7, weights))(x)).max()) > 0.05
+  np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(tangents[0], tangents[1], rtol=1e-4, atol=1e-5)
+
+
 def test_pfca_rejects_fewer_than_two_channels():
   with pytest.raises(ValueError, match='at least 2 channels.*C=1'):
     att.PFCA(channels=1)

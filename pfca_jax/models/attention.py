@@ -73,8 +73,38 @@ class PFCA(nn.Module):
     _check_min_channels(x.shape[-1])
     # dtype=float32 makes XLA accumulate in float32 inside the reduction rather
     # than materialising a float32 copy of a bf16 activation.
-    u = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
+    u = descriptor(jnp.mean(x, axis=(1, 2), dtype=jnp.float32))
     return x * pfca_weights(u, self.lam, self.variance).astype(x.dtype)[:, None, None, :]
+
+
+def _unfused(a):
+  """`a`, computed as a @ I: a product that XLA's CPU backend never fuses into the loops that read it.
+
+  Exact: each output is one product by 1.0 plus products by 0.0 (HIGHEST precision, so no backend
+  rounds the operands to a narrower float).
+  """
+  return jnp.matmul(a, jnp.eye(a.shape[-1], dtype=a.dtype), precision=jax.lax.Precision.HIGHEST)
+
+
+@jax.custom_jvp
+def descriptor(u):
+  """The identity on PFCA's (N, C) descriptor, whose derivative (and so its backward) is computed apart on the CPU.
+
+  Without it XLA fuses PFCA's whole (N, C) backward (the weights' derivative, about 45 scalar
+  operations with the sigmoid's) into the full-resolution loop that consumes the descriptor's
+  cotangent, evaluating it once per pixel. In CIFAR ResNets (BatchNorm + PFCA, models/fused.py) that
+  loop is the transposed copy made for a 3x3 weight gradient: 124 instructions per such fusion, 44 for
+  `none`, 44 with this. In MSRResNet it is the input gradient of each block's PFCA: 53 instructions,
+  4 with this. The step-time effect is in experiments/results/speed.md. `optimization_barrier` does
+  not do this on the CPU, whose compiler removes barriers before fusion.
+  """
+  return u
+
+
+@descriptor.defjvp
+def _descriptor_jvp(primals, tangents):
+  # The tangent map is a product with I, so its transpose (the cotangent) is one too.
+  return primals[0], _unfused(tangents[0]) if jax.default_backend() == 'cpu' else tangents[0]
 
 
 def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:

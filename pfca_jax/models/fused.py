@@ -29,37 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pfca_jax.models.attention import PFCA, pfca_weights
-
-
-def _unfused(a):
-  """`a`, computed as a @ I: a product that XLA's CPU backend never fuses into the loops that read it.
-
-  Exact: each output is one product by 1.0 plus products by 0.0 (HIGHEST precision, so no backend
-  rounds the operands to a narrower float).
-  """
-  return jnp.matmul(a, jnp.eye(a.shape[-1], dtype=a.dtype), precision=jax.lax.Precision.HIGHEST)
-
-
-@jax.custom_jvp
-def _descriptor(s1):
-  """The identity, whose derivative (and so its backward) is computed apart on the CPU.
-
-  Without it XLA fuses the whole (N, C) backward of BN + PFCA (the PFCA weights' derivative, about
-  50 scalar operations) into each full-resolution loop that consumes it, evaluating it once per
-  pixel; in CIFAR ResNets that loop is the transposed copy made for a 3x3 weight gradient (124
-  instructions per such fusion, 44 for `none`; 44 with this). The step-time effect on CIFAR ResNet-56
-  is within this host's noise: PFCA over `none` fell 2-3.5 points in three of four interleaved runs
-  and rose 1.5 in one (experiments/results/speed.md). `optimization_barrier` does not do this on the
-  CPU, whose compiler removes barriers before fusion.
-  """
-  return s1
-
-
-@_descriptor.defjvp
-def _descriptor_jvp(primals, tangents):
-  # The tangent map is a product with I, so its transpose (the cotangent) is one too.
-  return primals[0], _unfused(tangents[0]) if jax.default_backend() == 'cpu' else tangents[0]
+from pfca_jax.models.attention import PFCA, descriptor, pfca_weights
 
 
 def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, pfca, lam, variance):
@@ -105,7 +75,7 @@ class BatchNorm(nn.Module):
     train = not self.use_running_average
     s1 = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # (N, C): PFCA's raw descriptor and BN's sums.
     if self.pfca:
-      s1 = _descriptor(s1)
+      s1 = descriptor(s1)
     mean2 = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(0, 1, 2)) if train else None
     gain, shift, mean, var = _gains(s1, mean2, scale, bias, ra_mean.value, ra_var.value, train=train,
                                     epsilon=self.epsilon, pfca=self.pfca, lam=self.lam, variance=self.variance)
