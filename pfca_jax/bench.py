@@ -2,7 +2,8 @@
 
     python -m pfca_jax.bench [--benchmarks resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4]
         [--attentions none,pfca,se,eca,simam] [--batch-size 16] [--rounds 5] [--steps 2] [--round-seconds 0]
-        [--conv-impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off] [--pipelines]
+        [--conv-impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off]
+        [--torch-layouts auto|nchw,channels_last] [--pipelines]
         [--json bench.json]
 
 Each entry is the trainer's own jitted step (pfca_jax.steps.make_train_step, the configs' optimiser,
@@ -13,9 +14,10 @@ seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once
 mercy of the host's jitter), so slow drifts of the machine hit all entries alike. The
 table gives the median step time with min-max over rounds, images (or patches) per second, and the
 step-time overhead over `none` of the same network in the same run. When PyTorch is importable, its
-references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager) join the same rounds
-(pfca_jax/bench_torch.py). `--pipelines` adds the input pipelines' examples/s for the datasets that
-are available offline or prepared.
+references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager; on the CPU in both NCHW
+and channels_last unless `--torch-layouts` says which) join the same rounds (pfca_jax/bench_torch.py).
+`--pipelines` adds the input pipelines' examples/s for the datasets that are available offline or
+prepared.
 """
 
 import argparse
@@ -235,6 +237,9 @@ def main(argv=None) -> int:
   parser.add_argument('--conv-impl', default='auto', choices=CONV_IMPLS)
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--torch', default='auto', choices=('auto', 'off'))
+  parser.add_argument('--torch-layouts', default='auto',
+                      help='PyTorch memory formats to time: auto (CPU both, GPU channels_last) or a list of '
+                           + ','.join(bench_torch.LAYOUTS))
   parser.add_argument('--pipelines', action='store_true')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
@@ -242,6 +247,8 @@ def main(argv=None) -> int:
     benchmarks = parse_names(args.benchmarks, BENCHMARKS, 'benchmarks')
     attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
     check_timing_args(args)
+    layouts = None if args.torch_layouts == 'auto' else parse_names(args.torch_layouts, bench_torch.LAYOUTS,
+                                                                    'torch-layouts')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -255,7 +262,7 @@ def main(argv=None) -> int:
       log(f'compiled {entry.name} in {entry.compile_s:.1f}s')
       entries.append(entry)
   if args.torch == 'auto':
-    entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype)
+    entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype, layouts)
   time_rounds(entries, args.rounds, args.steps, log, args.round_seconds)
   rows = summarize(entries)
   result = {'machine': machine(), 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,

@@ -31,6 +31,7 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
     (['--attentions=none,cbam'], "--attentions='none,cbam': cbam; valid: none, pfca"),
     (['--batch-size=3'], '--batch-size'),
     (['--round-seconds=-1'], '--round-seconds=-1.0 must be >= 0'),
+    (['--torch-layouts=nhwc'], "--torch-layouts='nhwc': nhwc; valid: nchw, channels_last"),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
   assert bench.main(argv + ['--torch=off']) == 2
