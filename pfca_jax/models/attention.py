@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pfca_jax.models import cpu_fusion
+
 VARIANCES = ('unbiased', 'biased')
 
 
@@ -77,15 +79,6 @@ class PFCA(nn.Module):
     return x * pfca_weights(u, self.lam, self.variance).astype(x.dtype)[:, None, None, :]
 
 
-def _unfused(a):
-  """`a`, computed as a @ I: a product that XLA's CPU backend never fuses into the loops that read it.
-
-  Exact: each output is one product by 1.0 plus products by 0.0 (HIGHEST precision, so no backend
-  rounds the operands to a narrower float).
-  """
-  return jnp.matmul(a, jnp.eye(a.shape[-1], dtype=a.dtype), precision=jax.lax.Precision.HIGHEST)
-
-
 @jax.custom_jvp
 def descriptor(u):
   """The identity on PFCA's (N, C) descriptor, whose derivative (and so its backward) is computed apart on the CPU.
@@ -95,8 +88,8 @@ def descriptor(u):
   cotangent, evaluating it once per pixel. In CIFAR ResNets (BatchNorm + PFCA, models/fused.py) that
   loop is the transposed copy made for a 3x3 weight gradient: 124 instructions per such fusion, 44 for
   `none`, 44 with this. In MSRResNet it is the input gradient of each block's PFCA: 53 instructions,
-  4 with this. The step-time effect is in experiments/results/speed.md. `optimization_barrier` does
-  not do this on the CPU, whose compiler removes barriers before fusion.
+  10 with this. The step-time effect is in experiments/results/speed.md; why a product, in
+  models/cpu_fusion.py.
   """
   return u
 
@@ -104,7 +97,7 @@ def descriptor(u):
 @descriptor.defjvp
 def _descriptor_jvp(primals, tangents):
   # The tangent map is a product with I, so its transpose (the cotangent) is one too.
-  return primals[0], _unfused(tangents[0]) if jax.default_backend() == 'cpu' else tangents[0]
+  return primals[0], cpu_fusion.unfused(tangents[0])
 
 
 def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:

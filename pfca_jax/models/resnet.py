@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
 from pfca_jax.models.conv import MatmulConv, resolve_impl
+from pfca_jax.models.cpu_fusion import materialise
 from pfca_jax.models.fused import BatchNorm
 from pfca_jax.models.pooling import max_pool
 
@@ -100,7 +101,8 @@ class _Block(nn.Module):
   def add_shortcut(self, x, y):
     if self.strides != 1 or x.shape[-1] != self.out_features:
       x = Downsample(self.out_features, self.strides, self.conv, self.norm, name='downsample')(x)
-    return self.act(x + y)
+    # Stored once on the CPU, not recomputed by every later block of the stage (models/cpu_fusion.py).
+    return materialise(self.act(x + y))
 
 
 class BasicBlock(_Block):

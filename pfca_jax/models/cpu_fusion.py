@@ -1,0 +1,53 @@
+"""Values that XLA's CPU backend must compute once and store, instead of fusing them into every reader.
+
+XLA's CPU fusion copies a cheap elementwise producer into each of its consumers. Two places in our
+networks make that costly:
+
+- Residual stages. A block's output relu(BN(conv(...)) + shortcut) is read by the next block's
+  convolution and by its shortcut add. The convolution needs it stored, but the add is fused with
+  a copy of the producer, which itself contains the previous block's add, and so on: each block's
+  output loop recomputes the whole residual stream from the stage's first block. In CIFAR
+  ResNet-164 the loop of a stage's 18th block read all 18 blocks' convolution outputs (275
+  instructions; the backward's cotangent chain grew alike), so the stage's memory traffic grew with
+  the square of its depth. `materialise` ends the chain at each block: no fusion above 43
+  instructions, CIFAR ResNet-56 and -164 train steps about 20% faster (experiments/results/speed.md).
+- PFCA's (N, C) derivative, fused into the full-resolution loops that consume it and so evaluated
+  once per pixel (attention.descriptor uses `unfused`).
+
+`jax.lax.optimization_barrier` does neither on the CPU: its compiler removes barriers before fusion.
+Both helpers are the identity elsewhere, where they are not needed (and a conditional would cost a
+device-to-host transfer on a GPU).
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def _on_cpu() -> bool:
+  return jax.default_backend() == 'cpu'
+
+
+def unfused(a):
+  """`a`, computed as a @ I on the CPU: a product that XLA never fuses into the loops that read it.
+
+  Exact: each output is one product by 1.0 plus products by 0.0 (HIGHEST precision, so no backend
+  rounds the operands to a narrower float). For small (N, C) arrays only: it costs C^2 per row.
+  """
+  if not _on_cpu():
+    return a
+  return jnp.matmul(a, jnp.eye(a.shape[-1], dtype=a.dtype), precision=jax.lax.Precision.HIGHEST)
+
+
+def materialise(x):
+  """`x`, stored once on the CPU: fusion does not cross a conditional's boundary.
+
+  The predicate is a constant hidden behind a barrier (the barrier outlives the simplifier that
+  would otherwise drop the conditional, and goes before fusion, when it no longer matters), so it
+  costs no data read and, with the batch sharded, no collective. The other branch adds 0.0 because
+  a conditional with identical branches is simplified away; it never runs. Its transpose in the
+  backward pass is a conditional too, which stores the cotangent of the residual stream alike.
+  """
+  if not _on_cpu():
+    return x
+  keep = jax.lax.optimization_barrier(jnp.bool_(True))
+  return jax.lax.cond(keep, lambda t: t, lambda t: t + 0.0, x)
