@@ -11,7 +11,8 @@ loss and sharding over every device) on a fixed random batch. Entries are compil
 time and XLA's planned peak memory reported apart), then timed in interleaved rounds: every round
 runs `--steps` steps of each entry in turn (or, with `--round-seconds S`, as many more as fill about S
 seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once per round is at the
-mercy of the host's jitter), so slow drifts of the machine hit all entries alike. The
+mercy of the host's jitter), every other round in reverse order, so slow drifts of the machine and
+the effects of the entry run just before hit all entries alike. The
 table gives the median step time with min-max over rounds, images (or patches) per second, and the
 step-time overhead over `none` of the same network in the same run. When PyTorch is importable, its
 references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager; on the CPU in both NCHW
@@ -148,7 +149,9 @@ def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print, rou
     if round_seconds > 0:
       entry.steps = max(steps_per_round, math.ceil(round_seconds / entry.run(1)))
   for r in range(rounds):
-    for entry in entries:
+    # Every other round in reverse order, so that no entry always runs right after the same one (in
+    # fixed order, the entry after `none` of the same network came out slower in full runs).
+    for entry in (entries if r % 2 == 0 else entries[::-1]):
       entry.times.append(entry.run(entry.steps))
     log(f'round {r + 1}/{rounds}: ' + ', '.join(f'{e.name} {e.times[-1]:.3f}s' for e in entries))
 

@@ -37,3 +37,20 @@ def test_bad_arguments_are_one_line(argv, message, capsys):
   assert bench.main(argv + ['--torch=off']) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
+
+
+def test_rounds_alternate_the_order_of_entries():
+  calls = []
+
+  class Fake:
+    def __init__(self, name):
+      self.name = name
+
+    def run(self, n):
+      calls.append(self.name)
+      return 0.01
+
+  entries = [Fake('a'), Fake('b'), Fake('c')]
+  bench.time_rounds(entries, rounds=3, steps_per_round=2, log=lambda text: None)
+  assert calls == ['a', 'b', 'c', 'c', 'b', 'a', 'a', 'b', 'c']
+  assert all(e.times == [0.01] * 3 and e.steps == 2 for e in entries)
