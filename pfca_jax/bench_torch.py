@@ -7,8 +7,9 @@ forward, loss, backward and the same optimiser as our config (SGD momentum / Ada
 random batch, with PyTorch's default thread count. On the CPU each reference runs in both layouts:
 NCHW (PyTorch's default, what the issue's figures and most users run) and channels_last (NHWC in
 memory, as ours; oneDNN's faster path here: measured 1.2-1.3x on ResNet-50, 1.1-1.2x on MSRResNet);
-on a CUDA GPU channels_last only, the layout its tensor-core convolutions want. With `--dtype bfloat16` the forward runs under bf16 autocast, PyTorch's mixed precision (float32
-weights, as ours keep float32 parameters).
+on a CUDA GPU channels_last only, the layout its tensor-core convolutions want. With `--dtype
+bfloat16` the forward runs under bf16 autocast, PyTorch's mixed precision (float32 weights, as ours
+keep float32 parameters).
 """
 
 import os
