@@ -52,7 +52,9 @@ def test_fused_equals_batchnorm_then_pfca(train, variance, pfca):
   weights = jax.random.normal(jax.random.key(3), x.shape)
   grad = lambda module: jax.grad(lambda v, x: jnp.sum(run(module, v, x)[0] * weights), argnums=(0, 1))(variables, x)
   for a, b in zip(jax.tree.leaves(grad(fused)), jax.tree.leaves(grad(unfused))):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # Parameter gradients are float32 sums of 140 terms each, up to about 20: each path is itself
+    # about 1e-4 from a float64 evaluation, so the bound scales with the leaf's size.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 + 1e-5 * float(np.abs(b).max()))
 
 
 def test_resnet_with_fused_pfca_keeps_variables_and_outputs():
