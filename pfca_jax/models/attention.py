@@ -100,6 +100,7 @@ def _descriptor_jvp(primals, tangents):
   return primals[0], cpu_fusion.unfused(tangents[0])
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
 def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:
   """sigmoid(e) of PFCA for channel descriptors u of shape (N, C): the factor each channel is scaled by.
 
@@ -117,7 +118,7 @@ def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:
   value once, the operations PFCA adds to a CIFAR ResNet-164 train step went from 1,311 to 699, and
   its overhead over `none` from +5.8% to +2.3% (experiments/results/speed.md).
   """
-  return _pfca_weights(u, lam, variance)
+  return _weights_and_parts(u, lam, variance)[0]
 
 
 def _weights_and_parts(u, lam, variance):
@@ -134,12 +135,7 @@ def _weights_and_parts(u, lam, variance):
   return jax.nn.sigmoid(d / scale + 0.5), dev, d, 1.0 / scale, denom
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _pfca_weights(u, lam, variance):
-  return _weights_and_parts(u, lam, variance)[0]
-
-
-@_pfca_weights.defjvp
+@pfca_weights.defjvp
 def _pfca_weights_jvp(lam, variance, primals, tangents):
   # With k = 1 / (4 (var + lam)):  de = 2 k dev (dv - mean dv) - 4 k^2 d dvar,
   # dvar = 2 sum(dev dv) / denom, and da = a (1 - a) de. The two sums over C are taken together,

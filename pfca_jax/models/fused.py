@@ -43,7 +43,8 @@ def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, pfca, lam
   if not pfca:
     return mul[None], (bias - mean * mul)[None], mean, var
   # The per-channel values broadcast once, stacked, so that the backward pass sums their cotangents
-  # over n in one reduction rather than once per use (five: five small steps of XLA's CPU runtime).
+  # over n in one reduction rather than once per use (five reductions, each a small step of XLA's CPU
+  # runtime).
   mul_n, mean_n, bias_n = jnp.broadcast_to(jnp.stack([mul, mean, bias])[:, None], (3,) + s1.shape)
   a = pfca_weights((s1 - mean_n) * mul_n + bias_n, lam, variance)  # Of u = the spatial mean of BN's output.
   return mul_n * a, (bias_n - mean_n * mul_n) * a, mean, var
