@@ -14,7 +14,9 @@ seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once
 mercy of the host's jitter), every other round in reverse order, so slow drifts of the machine and
 the effects of the entry run just before hit all entries alike. The
 table gives the median step time with min-max over rounds, images (or patches) per second, and the
-step-time overhead over `none` of the same network in the same run. When PyTorch is importable, its
+step-time overhead over `none` of the same network in the same run, twice: as the ratio of the
+medians, and paired (the median of the rounds' own ratios, with a 95% interval: where it spans
+zero, or another attention's figure, the difference is not resolved by this run). When PyTorch is importable, its
 references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager; on the CPU in both NCHW
 and channels_last unless `--torch-layouts` says which) join the same rounds (pfca_jax/bench_torch.py).
 `--pipelines` adds the input pipelines' examples/s for the datasets that are available offline or
@@ -156,12 +158,34 @@ def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print, rou
     log(f'round {r + 1}/{rounds}: ' + ', '.join(f'{e.name} {e.times[-1]:.3f}s' for e in entries))
 
 
+def median_ci95(values: list[float]) -> tuple[float, float] | None:
+  """A distribution-free 95% confidence interval of the median: order statistics k and n + 1 - k.
+
+  k is the largest with P(Binomial(n, 1/2) < k) <= 2.5%, so the interval covers the true median with
+  at least 95% probability whatever the distribution (bursts of host noise included). None below
+  6 values, where no such k exists.
+  """
+  n, ordered = len(values), sorted(values)
+  k, below = 0, 0.0
+  while below + math.comb(n, k) / 2 ** n <= 0.025:
+    below += math.comb(n, k) / 2 ** n
+    k += 1
+  return None if k == 0 else (ordered[k - 1], ordered[n - k])
+
+
 def summarize(entries: list) -> list[dict]:
+  """Rows of figures per entry; overheads are against the JAX `none` entry of the same network.
+
+  `overhead_vs_none` is the ratio of the two medians. `paired_overhead_vs_none` is the median over
+  rounds of each round's ratio, with its 95% interval (`median_ci95`): the two steps of a round run
+  close together, so slow drifts of the host cancel in the ratio and its spread shows what is a tie.
+  """
   rows = []
   for e in entries:
     median = statistics.median(e.times)
     rows.append({'name': e.name, 'benchmark': e.benchmark, 'attention': e.attention, 'batch': e.batch,
                  'step_s_median': median, 'step_s_min': min(e.times), 'step_s_max': max(e.times),
+                 'step_s_rounds': list(e.times),
                  'examples_per_s': e.batch / median, 'compile_s': getattr(e, 'compile_s', None),
                  'peak_bytes': getattr(e, 'peak_bytes', None), 'params': getattr(e, 'params', None),
                  'steps_per_round': getattr(e, 'steps', None),
@@ -170,21 +194,27 @@ def summarize(entries: list) -> list[dict]:
   for r in rows:
     b = base.get(r['benchmark'])
     r['overhead_vs_none'] = r['step_s_median'] / b['step_s_median'] - 1 if b else None
+    ratios = [t / t0 - 1 for t, t0 in zip(r['step_s_rounds'], b['step_s_rounds'])] if b else []
+    r['paired_overhead_vs_none'] = statistics.median(ratios) if ratios else None
+    r['paired_ci95'] = median_ci95(ratios) if ratios else None
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
-  header = (f'{"step":<48} {"batch":>5} {"ms/step (min-max)":>26} {"ex/s":>9} {"vs none":>8} {"compile":>8} '
-            f'{"peak MB":>8}')
+  header = (f'{"step":<48} {"batch":>5} {"ms/step (min-max)":>26} {"ex/s":>9} {"vs none":>8} '
+            f'{"paired [95% CI]":>23} {"compile":>8} {"peak MB":>8}')
   ms = lambda s: f'{1e3 * s:.1f}' if s >= 0.01 else f'{1e3 * s:.3f}'  # GPU steps take milliseconds.
   lines = [header, '-' * len(header)]
   for r in rows:
     spread = f'{ms(r["step_s_median"])} ({ms(r["step_s_min"])}-{ms(r["step_s_max"])})'
     overhead = '' if r['overhead_vs_none'] is None else f'{100 * r["overhead_vs_none"]:+.1f}%'
+    paired = '' if r['paired_overhead_vs_none'] is None else f'{100 * r["paired_overhead_vs_none"]:+.1f}%'
+    if r['paired_ci95'] is not None:
+      paired += ' [{:+.1f}, {:+.1f}]'.format(*(100 * x for x in r['paired_ci95']))
     compile_s = '' if r['compile_s'] is None else f'{r["compile_s"]:.1f}s'
     peak = '' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2 ** 20:,.0f}'
     lines.append(f'{r["name"]:<48} {r["batch"]:>5} {spread:>26} {r["examples_per_s"]:>9.1f} {overhead:>8} '
-                 f'{compile_s:>8} {peak:>8}')
+                 f'{paired:>23} {compile_s:>8} {peak:>8}')
   return '\n'.join(lines)
 
 

@@ -17,6 +17,10 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   none, pfca = rows['cifar_resnet20 + none'], rows['cifar_resnet20 + pfca']
   assert none['overhead_vs_none'] == 0.0
   assert pfca['overhead_vs_none'] == pytest.approx(pfca['step_s_median'] / none['step_s_median'] - 1)
+  assert len(pfca['step_s_rounds']) == 2 and sorted(pfca['step_s_rounds'])[0] == pfca['step_s_min']
+  ratios = [t / t0 - 1 for t, t0 in zip(pfca['step_s_rounds'], none['step_s_rounds'])]
+  assert pfca['paired_overhead_vs_none'] == pytest.approx(sum(ratios) / 2)  # The median of two.
+  assert pfca['paired_ci95'] is None  # Two rounds give no 95% interval.
   assert none['params'] == pfca['params'] == 278_324
   assert none['step_s_min'] <= none['step_s_median'] <= none['step_s_max']
   assert none['examples_per_s'] == pytest.approx(8 / none['step_s_median'])
@@ -24,6 +28,15 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   # About 0.5 s of steps a round: far more than one step of this tiny network, never fewer than --steps.
   assert none['steps_per_round'] > 1 and pfca['steps_per_round'] > 1
   assert 'cifar_resnet20 + pfca' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('n,ranks', [(5, None), (6, (1, 6)), (10, (2, 9)), (40, (14, 27)), (100, (40, 61))])
+def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
+  # The ranks of the textbook tables (e.g. Conover, Practical Nonparametric Statistics): the values are
+  # their own ranks, shuffled so that the function has to sort them.
+  values = [float(v) for v in range(1, n + 1)]
+  values = values[1::2] + values[::2]
+  assert bench.median_ci95(values) == (None if ranks is None else tuple(map(float, ranks)))
 
 
 @pytest.mark.parametrize('argv,message', [
@@ -54,3 +67,18 @@ def test_rounds_alternate_the_order_of_entries():
   bench.time_rounds(entries, rounds=3, steps_per_round=2, log=lambda text: None)
   assert calls == ['a', 'b', 'c', 'c', 'b', 'a', 'a', 'b', 'c']
   assert all(e.times == [0.01] * 3 and e.steps == 2 for e in entries)
+
+
+def test_table_prints_both_overheads_and_the_interval():
+  rounds = {'none': [1.0] * 6, 'pfca': [1.01, 1.02, 1.03, 1.04, 1.05, 1.06]}
+
+  class Timed:
+    def __init__(self, attention):
+      self.name, self.benchmark, self.attention, self.batch = f'net + {attention}', 'net', attention, 4
+      self.times = rounds[attention]
+
+  rows = bench.summarize([Timed('none'), Timed('pfca')])
+  line = bench.format_table(rows).splitlines()[-1]
+  assert line.startswith('net + pfca')
+  # Ratio of medians +3.5%; paired: median of the rounds' ratios, interval from the 1st and 6th of six.
+  assert '+3.5%' in line and '+3.5% [+1.0, +6.0]' in line
