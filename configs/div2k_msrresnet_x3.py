@@ -11,9 +11,9 @@ Recipe (CONVENTIONS.md section 3, BasicSR's): HR patches of 96 px with identical
 every 250k iterations down to 1e-7, 1M iterations. Evaluation on the 100 DIV2K validation images and any
 benchmark folders: whole images in tiles, Y-PSNR / Y-SSIM after cropping 3 border pixels, RGB PSNR too.
 
-Speed measured on this project's CPU (2-core AMD EPYC, no GPU), x4 at batch 16: 0.55 iterations/s
-(8.7 patches/s) with none and with pfca alike: the 1M-iteration recipe would take about 21 days there,
-so it is a GPU job. No GPU timing yet.
+Speed measured on a 2-core Intel Xeon instance of this project's CPU (no GPU), x4 at batch 16 (the
+32-round run of experiments/results/speed.md): 10.2 patches/s with none, 9.4 with pfca: the 1M-iteration
+recipe would take 18-20 days there, so it is a GPU job. No GPU timing yet.
 
 Reference figure (not ours): BasicSR's MSRResNet x4 scores 30.2468 dB / 0.8651 on Set5 (RGB, its model zoo).
 """

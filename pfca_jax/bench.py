@@ -8,7 +8,7 @@
 
 Each entry is the trainer's own jitted step (pfca_jax.steps.make_train_step, the configs' optimiser,
 loss and sharding over every device) on a fixed random batch. Entries are compiled first (compile
-time and XLA's planned peak memory reported apart), then timed in interleaved rounds: every round
+time, XLA's planned peak memory and its count of bytes read and written per step reported apart), then timed in interleaved rounds: every round
 runs `--steps` steps of each entry in turn (or, with `--round-seconds S`, as many more as fill about S
 seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once per round is at the
 mercy of the host's jitter), every other round in reverse order, so slow drifts of the machine and
@@ -120,6 +120,11 @@ class Entry:
     self.peak_bytes = None if memory is None else int(
         memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes
         - memory.alias_size_in_bytes)
+    # XLA's own count of the bytes the step's operations read and write: deterministic, so it shows
+    # what an attention adds to the memory traffic where the host's timing noise hides a few percent.
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    self.bytes_accessed = (cost or {}).get('bytes accessed')
     self.state, metrics = self.step(self.state, self.batch_data)  # Warm-up (first-run allocations).
     jax.block_until_ready(metrics)
 
@@ -187,7 +192,8 @@ def summarize(entries: list) -> list[dict]:
                  'step_s_median': median, 'step_s_min': min(e.times), 'step_s_max': max(e.times),
                  'step_s_rounds': list(e.times),
                  'examples_per_s': e.batch / median, 'compile_s': getattr(e, 'compile_s', None),
-                 'peak_bytes': getattr(e, 'peak_bytes', None), 'params': getattr(e, 'params', None),
+                 'peak_bytes': getattr(e, 'peak_bytes', None),
+                 'bytes_accessed': getattr(e, 'bytes_accessed', None), 'params': getattr(e, 'params', None),
                  'steps_per_round': getattr(e, 'steps', None),
                  'framework': getattr(e, 'framework', 'jax')})
   base = {r['benchmark']: r for r in rows if r['attention'] == 'none' and r['framework'] == 'jax'}
@@ -202,7 +208,7 @@ def summarize(entries: list) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
   header = (f'{"step":<48} {"batch":>5} {"ms/step (min-max)":>26} {"ex/s":>9} {"vs none":>8} '
-            f'{"paired [95% CI]":>23} {"compile":>8} {"peak MB":>8}')
+            f'{"paired [95% CI]":>23} {"compile":>8} {"peak MB":>8} {"GB r/w":>7}')
   ms = lambda s: f'{1e3 * s:.1f}' if s >= 0.01 else f'{1e3 * s:.3f}'  # GPU steps take milliseconds.
   lines = [header, '-' * len(header)]
   for r in rows:
@@ -213,8 +219,9 @@ def format_table(rows: list[dict]) -> str:
       paired += ' [{:+.1f}, {:+.1f}]'.format(*(100 * x for x in r['paired_ci95']))
     compile_s = '' if r['compile_s'] is None else f'{r["compile_s"]:.1f}s'
     peak = '' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2 ** 20:,.0f}'
+    traffic = '' if r.get('bytes_accessed') is None else f'{r["bytes_accessed"] / 1e9:.2f}'
     lines.append(f'{r["name"]:<48} {r["batch"]:>5} {spread:>26} {r["examples_per_s"]:>9.1f} {overhead:>8} '
-                 f'{paired:>23} {compile_s:>8} {peak:>8}')
+                 f'{paired:>23} {compile_s:>8} {peak:>8} {traffic:>7}')
   return '\n'.join(lines)
 
 

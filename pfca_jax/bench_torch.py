@@ -42,6 +42,7 @@ class TorchEntry:
   framework = 'torch'
   compile_s = None
   peak_bytes = None
+  bytes_accessed = None
 
   def __init__(self, name, benchmark, model, optimizer, loss_fn, inputs, targets, batch, device, dtype):
     import torch

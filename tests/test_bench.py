@@ -25,6 +25,8 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   assert none['step_s_min'] <= none['step_s_median'] <= none['step_s_max']
   assert none['examples_per_s'] == pytest.approx(8 / none['step_s_median'])
   assert none['compile_s'] > 0 and none['peak_bytes'] > 0
+  # PFCA adds a pass over each block's output (its spatial mean) to what the step reads and writes.
+  assert 0 < none['bytes_accessed'] < pfca['bytes_accessed']
   # About 0.5 s of steps a round: far more than one step of this tiny network, never fewer than --steps.
   assert none['steps_per_round'] > 1 and pfca['steps_per_round'] > 1
   assert 'cifar_resnet20 + pfca' in capsys.readouterr().out
