@@ -55,10 +55,12 @@ from pfca_jax.validation import create_model
 # name -> (config factory, input side, task input key); the configs are the training recipes.
 BENCHMARKS = {
     'resnet18': (lambda: _imagenet('resnet18'), 224, 'image'),
+    'resnet34': (lambda: _imagenet('resnet34'), 224, 'image'),
     'resnet50': (lambda: _imagenet('resnet50'), 224, 'image'),
     'resnet101': (lambda: _imagenet('resnet101'), 224, 'image'),
     'cifar_resnet20': (lambda: _cifar('cifar_resnet20'), 32, 'image'),
     'cifar_resnet56': (lambda: _cifar('cifar_resnet56'), 32, 'image'),
+    'cifar_resnet110': (lambda: _cifar('cifar_resnet110'), 32, 'image'),
     'cifar_resnet164': (lambda: _cifar('cifar_resnet164'), 32, 'image'),
     'msrresnet_x4': (lambda: config_defaults.super_resolution(4), 32, 'lr'),
 }

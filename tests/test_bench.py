@@ -42,7 +42,7 @@ def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['--benchmarks=resnet49'], "--benchmarks='resnet49': resnet49; valid: resnet18, resnet50"),
+    (['--benchmarks=resnet49'], "--benchmarks='resnet49': resnet49; valid: resnet18, resnet34, resnet50"),
     (['--attentions=none,cbam'], "--attentions='none,cbam': cbam; valid: none, pfca"),
     (['--batch-size=3'], '--batch-size'),
     (['--round-seconds=-1'], '--round-seconds=-1.0 must be >= 0'),
