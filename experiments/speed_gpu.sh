@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU rows of experiments/results/speed.md, as one command on a one-GPU machine whose Python has
+# JAX with CUDA, flax, optax, chex and (for the references) torch, torchvision and timm; the benchmark
+# needs no TensorFlow. Writes logs and JSON under $OUT (default /tmp/speed_gpu). Each part has a time
+# limit so that a lease of a few minutes still brings back what finished; the rounds are logged as
+# they end, so a part cut short leaves its finished rounds in its log.
+#
+#   OUT=/tmp/speed_gpu bash experiments/speed_gpu.sh [seconds in all, default 540]
+set -uo pipefail
+OUT=${OUT:-/tmp/speed_gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+deadline=$(( $(date +%s) + ${1:-540} ))
+left() { echo $(( deadline - $(date +%s) )); }
+part() {  # part NAME SECONDS ARGS...: one bench process, limited to SECONDS and to what is left.
+  local name=$1 limit=$2; shift 2
+  local t=$(( limit < $(left) ? limit : $(left) ))
+  if (( t < 30 )); then echo "skipped $name: ${t}s left"; return; fi
+  echo "== $name (limit ${t}s): python3 -m pfca_jax.bench $*"
+  timeout "$t" python3 -m pfca_jax.bench "$@" --json="$OUT/$name.json" 2>&1 | tee "$OUT/$name.log"
+  echo "== $name rc=$?"
+}
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__, "flax", flax.__version__,
+"optax", optax.__version__, "torch", torch.__version__, jax.devices())'
+} 2>&1 | tee "$OUT/machine.txt"
+part resnet50 280 --benchmarks=resnet50 --attentions=none,pfca,se,eca,simam --dtype=bfloat16 \
+  --batch-size=256 --rounds=8 --steps=5 --round-seconds=1.5
+part small 240 --benchmarks=cifar_resnet56,cifar_resnet164,msrresnet_x4 --attentions=none,pfca,se \
+  --dtype=bfloat16 --batch-size=128 --rounds=6 --steps=5 --round-seconds=1
+# PFCA's, the attentions' and the convolution choices' numerics tests on the GPU, in what time is left.
+t=$(left)
+if (( t > 30 )); then
+  timeout "$t" python3 -m pytest -q -p no:cacheprovider tests/test_attention.py tests/test_fused.py \
+    tests/test_conv.py 2>&1 | tee "$OUT/tests.log" | tail -25
+fi
+echo "left: $(left)s"
