@@ -3,7 +3,8 @@
 # JAX with CUDA, flax, optax, chex and (for the references) torch, torchvision and timm; the benchmark
 # needs no TensorFlow. Writes logs and JSON under $OUT (default /tmp/speed_gpu). Each part has a time
 # limit so that a lease of a few minutes still brings back what finished; the rounds are logged as
-# they end, so a part cut short leaves its finished rounds in its log.
+# they end, so a part cut short leaves its finished rounds in its log. A part that would start with
+# under 30 s left is skipped. speed.md says which parts its H100 run finished.
 #
 #   OUT=/tmp/speed_gpu bash experiments/speed_gpu.sh [seconds in all, default 540]
 set -uo pipefail
