@@ -275,3 +275,31 @@ def test_registry_names_and_errors():
   factory = att.get_attention('pfca', {'lam': 0.5, 'variance': 'biased'})
   x = _random((2, 3, 3, 4))
   np.testing.assert_allclose(factory().apply({}, x), np_pfca(x, lam=0.5, variance='biased'), rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', list(att.ATTENTIONS))
+def test_folded_bias_equals_added_bias(name):
+  # module(x, bias=b) must be module(x + b) with the same derivatives for x, b and the parameters:
+  # MSRResNet passes conv2's bias this way (models/msrresnet.py).
+  x = 2.0 * _random((2, 5, 4, 8)) + 1.0
+  bias = jax.random.normal(jax.random.key(7), (8,))
+  module = att.ATTENTIONS[name](channels=8)
+  variables = module.init(jax.random.key(1), x)
+  folded = lambda v, x, b: module.apply(v, x, bias=b)
+  added = lambda v, x, b: module.apply(v, x + b)
+  np.testing.assert_allclose(folded(variables, x, bias), added(variables, x, bias), rtol=1e-5, atol=1e-5)
+  weights = jax.random.normal(jax.random.key(2), x.shape)
+  grads = [jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) * weights), argnums=(0, 1, 2)))(variables, x, bias)
+           for f in (folded, added)]
+  chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+
+
+def test_folded_bias_in_bfloat16_keeps_dtypes():
+  x = _random((2, 4, 4, 8)).astype(jnp.bfloat16)
+  bias = jax.random.normal(jax.random.key(7), (8,))  # A float32 parameter, as the convolution's.
+  y, vjp = jax.vjp(lambda x, b: att.PFCA().apply({}, x, bias=b), x, bias)
+  assert y.dtype == jnp.bfloat16
+  dx, db = vjp(jnp.ones_like(y))
+  assert (dx.dtype, db.dtype) == (jnp.bfloat16, jnp.float32)
+  np.testing.assert_allclose(y.astype(np.float32), np_pfca(x.astype(np.float32) + bias.astype(jnp.bfloat16)),
+                             rtol=2e-2, atol=2e-2)

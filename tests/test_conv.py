@@ -1,4 +1,4 @@
-"""The matrix-product convolution lowering gives nn.Conv's parameters, outputs and gradients."""
+"""Our convolution, in either lowering, gives nn.Conv's parameters, outputs and gradients."""
 
 import flax.linen as nn
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pfca_jax import models
-from pfca_jax.models.conv import MatmulConv, resolve_impl
+from pfca_jax.models.conv import Conv, resolve_impl
 
 
 @pytest.mark.parametrize('kernel,strides,padding,shape', [
@@ -20,10 +20,11 @@ from pfca_jax.models.conv import MatmulConv, resolve_impl
     ((3, 3), 1, 0, (2, 7, 9, 60)),     # the same, valid padding
     ((1, 3), 1, 1, (1, 5, 6, 18)),     # non-square taps (3 * 6 <= 18), padding 1 both ways
 ])
-def test_matmul_conv_matches_nn_conv(kernel, strides, padding, shape):
+@pytest.mark.parametrize('impl', ['matmul', 'xla'])
+def test_conv_matches_nn_conv(kernel, strides, padding, shape, impl):
   x = jax.random.normal(jax.random.key(0), shape)
   reference = nn.Conv(6, kernel, strides=strides, padding=padding, use_bias=True)
-  ours = MatmulConv(6, kernel, strides=strides, padding=padding, use_bias=True)
+  ours = Conv(6, kernel, strides=strides, padding=padding, use_bias=True, impl=impl)
   variables = reference.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
   variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
@@ -32,6 +33,20 @@ def test_matmul_conv_matches_nn_conv(kernel, strides, padding, shape):
   grad = lambda module: jax.grad(lambda v, x: jnp.sum(module.apply(v, x) * weights), argnums=(0, 1))(variables, x)
   for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(reference))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('impl', ['matmul', 'xla'])
+@pytest.mark.parametrize('kernel', [(1, 1), (3, 3)])
+def test_conv_can_leave_its_bias_unadded(impl, kernel):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 32))
+  conv = Conv(3, kernel, padding=kernel[0] // 2, impl=impl, bias_init=nn.initializers.normal(1.0))
+  variables = conv.init(jax.random.key(1), x)
+  y, bias = conv.apply(variables, x, add_bias=False)
+  np.testing.assert_array_equal(bias, variables['params']['bias'])
+  np.testing.assert_allclose(y + bias, conv.apply(variables, x), rtol=1e-6, atol=1e-6)
+  without = Conv(3, kernel, padding=kernel[0] // 2, impl=impl, use_bias=False)
+  y, bias = without.apply(without.init(jax.random.key(1), x), x, add_bias=False)
+  assert bias is None and y.shape == (2, 5, 6, 3)
 
 
 def test_resnet_lowerings_share_parameters_and_outputs():

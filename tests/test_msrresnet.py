@@ -124,7 +124,8 @@ def test_attention_sits_before_the_identity_add():
   _, inter = pfca.apply(variables, x, capture_intermediates=True)
   body = inter['intermediates']['body']
   block_in = body['0']['__call__'][0]
-  branch = body['1']['conv2']['__call__'][0]
+  branch, bias = body['1']['conv2']['__call__'][0]  # conv2 leaves its bias to the attention to fold in.
+  branch = branch + bias
   expected = block_in + PFCA().apply({}, branch)
   np.testing.assert_allclose(body['1']['__call__'][0], expected, rtol=1e-5, atol=1e-5)
   assert not np.allclose(body['1']['__call__'][0], PFCA().apply({}, block_in + branch), atol=1e-3)

@@ -4,6 +4,11 @@ Every module maps an NHWC feature map to one of the same shape and dtype, and
 takes an optional ``channels`` so that a network that knows its widths can have
 bad widths rejected when the module is built rather than when it is traced.
 Definitions follow CONVENTIONS.md section 1.
+
+``module(x, bias=b)`` is ``module(x + b)`` for a per-channel ``b``, the bias of the
+convolution before it left unadded: each module reads its input for a spatial mean
+(or its deviations from one) and for the rescale, so x + b would be stored and
+read again; with the bias folded into the per-channel values it never is.
 """
 
 import functools
@@ -19,6 +24,51 @@ from pfca_jax.models import cpu_fusion
 VARIANCES = ('unbiased', 'biased')
 
 
+def _add_bias(x: jax.Array, bias: jax.Array | None) -> jax.Array:
+  return x if bias is None else x + bias.astype(x.dtype)
+
+
+def _rescale(x: jax.Array, bias: jax.Array | None, w: jax.Array) -> jax.Array:
+  """(x + bias) * w for per-(n, c) weights w of shape (N, C), in x's dtype."""
+  w = w.astype(x.dtype)
+  if bias is None:
+    return x * w[:, None, None, :]
+  return _rescale_biased(x, bias.astype(x.dtype), w)
+
+
+@jax.custom_vjp
+def _rescale_biased(x, bias, w):
+  return (x + bias) * w[:, None, None, :]
+
+
+def _rescale_biased_fwd(x, bias, w):
+  # x is the convolution's output, stored anyway; JAX's own derivative would keep x + bias too.
+  return _rescale_biased(x, bias, w), (x, bias, w)
+
+
+def _rescale_biased_bwd(residuals, g):
+  x, bias, w = residuals
+  # sum_hw g (x + bias) = sum_hw g x + bias sum_hw g: both sums read only g and x.
+  g_sum = jnp.sum(g, axis=(1, 2), dtype=jnp.float32)
+  gx_sum = jnp.sum(g * x, axis=(1, 2), dtype=jnp.float32)
+  dw = gx_sum + bias.astype(jnp.float32) * g_sum
+  dbias = jnp.sum(w.astype(jnp.float32) * g_sum, axis=0)
+  return g * w[:, None, None, :], dbias.astype(bias.dtype), dw.astype(w.dtype)
+
+
+_rescale_biased.defvjp(_rescale_biased_fwd, _rescale_biased_bwd)
+
+
+def _channel_means(x: jax.Array, bias: jax.Array | None) -> jax.Array:
+  """mean_hw(x + bias) per (n, c) in float32, with the bias added to the (N, C) means, not to x.
+
+  dtype=float32 makes XLA accumulate in float32 inside the reduction rather than materialising a
+  float32 copy of a bf16 activation.
+  """
+  u = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
+  return u if bias is None else u + bias.astype(x.dtype).astype(jnp.float32)
+
+
 def _check_nhwc(name: str, x: jax.Array, channels: int | None) -> None:
   if x.ndim != 4:
     raise ValueError(f'{name} expects an NHWC feature map (4 dims), got shape {x.shape}')
@@ -31,9 +81,9 @@ class Identity(nn.Module):
   channels: int | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, bias=None):
     _check_nhwc('none', x, self.channels)
-    return x
+    return _add_bias(x, bias)
 
 
 class PFCA(nn.Module):
@@ -70,13 +120,11 @@ class PFCA(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, bias=None):
     _check_nhwc('PFCA', x, self.channels)
     _check_min_channels(x.shape[-1])
-    # dtype=float32 makes XLA accumulate in float32 inside the reduction rather
-    # than materialising a float32 copy of a bf16 activation.
-    u = descriptor(jnp.mean(x, axis=(1, 2), dtype=jnp.float32))
-    return x * pfca_weights(u, self.lam, self.variance).astype(x.dtype)[:, None, None, :]
+    u = descriptor(_channel_means(x, bias))
+    return _rescale(x, bias, pfca_weights(u, self.lam, self.variance))
 
 
 @jax.custom_jvp
@@ -170,13 +218,13 @@ class SE(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, bias=None):
     _check_nhwc('SE', x, self.channels)
     c = x.shape[-1]
-    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+    s = _channel_means(x, bias).astype(x.dtype)
     s = nn.relu(nn.Dense(max(1, c // self.reduction), dtype=x.dtype, name='fc1')(s))
     s = jax.nn.sigmoid(nn.Dense(c, dtype=x.dtype, name='fc2')(s))
-    return x * s[:, None, None, :]
+    return _rescale(x, bias, s)
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -193,13 +241,13 @@ class ECA(nn.Module):
   channels: int | None = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, bias=None):
     _check_nhwc('ECA', x, self.channels)
     k = eca_kernel_size(x.shape[-1])
-    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+    s = _channel_means(x, bias).astype(x.dtype)
     # Channels become the 1-D "length" axis with a single feature.
     s = nn.Conv(1, (k,), padding=(k - 1) // 2, use_bias=False, dtype=x.dtype, name='conv')(s[..., None])
-    return x * jax.nn.sigmoid(s[..., 0])[:, None, None, :]
+    return _rescale(x, bias, jax.nn.sigmoid(s[..., 0]))
 
 
 class SimAM(nn.Module):
@@ -208,7 +256,8 @@ class SimAM(nn.Module):
   d = (x - mean_hw x)^2,  e = d / (4 (sum_hw d / (H W - 1) + lam)) + 0.5,  y = x * sigmoid(e).
 
   For a 1x1 map the reference divides 0 by 0; here H W - 1 is floored at 1, which
-  gives d = 0 and e = 0.5, the limit the formula has for any constant map.
+  gives d = 0 and e = 0.5, the limit the formula has for any constant map. A per-channel
+  bias does not change d (it shifts x and its mean alike), so it is only added to the output.
   """
   lam: float = 1e-4
   channels: int | None = None
@@ -219,13 +268,13 @@ class SimAM(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, bias=None):
     _check_nhwc('SimAM', x, self.channels)
     n = max(x.shape[1] * x.shape[2] - 1, 1)
     xf = x.astype(jnp.float32)
     d = jnp.square(xf - jnp.mean(xf, axis=(1, 2), keepdims=True))
     e = d / (4.0 * (jnp.sum(d, axis=(1, 2), keepdims=True) / n + self.lam)) + 0.5
-    return x * jax.nn.sigmoid(e).astype(x.dtype)
+    return _add_bias(x, bias) * jax.nn.sigmoid(e).astype(x.dtype)
 
 
 ATTENTIONS: dict[str, Callable[..., nn.Module]] = {

@@ -42,8 +42,16 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(value)
 
 
-class MatmulConv(nn.Module):
-  """`nn.Conv` (NHWC, symmetric integer padding, no dilation or groups), 1x1 as a matrix product."""
+class Conv(nn.Module):
+  """`nn.Conv` (NHWC, symmetric integer padding, no dilation or groups), lowered as `impl` says.
+
+  `impl` is a `conv_impl` (see below): 'xla' is `nn.Conv`'s own lowering, 'matmul' the one above,
+  'auto' picks by backend.
+
+  Called with `add_bias=False`, it returns `(y, bias)` with the bias not yet added (None without one),
+  so that the caller can fold the bias into whatever reads y instead of storing y + bias
+  (models/msrresnet.py, where the attention takes it). The parameters are the same either way.
+  """
   features: int
   kernel_size: Sequence[int]
   strides: int | Sequence[int] = 1
@@ -52,26 +60,29 @@ class MatmulConv(nn.Module):
   dtype: Any = None
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
+  impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, add_bias: bool = True):
     kh, kw = self.kernel_size
     sh, sw = _pair(self.strides)
     cin = x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (kh, kw, cin, self.features), jnp.float32)
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    if (kh, kw) == (1, 1) and self.padding == 0:
+    lowered = resolve_impl(self.impl) == 'matmul'
+    if lowered and (kh, kw) == (1, 1) and self.padding == 0:
       y = x[:, ::sh, ::sw] if (sh, sw) != (1, 1) else x
       y = _matmul(y, kernel[0, 0])
-    elif (sh, sw) == (1, 1) and kh * kw * self.features <= cin:
+    elif lowered and (sh, sw) == (1, 1) and kh * kw * self.features <= cin:
       y = _tap_product(x, kernel, self.padding)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, (sh, sw), [(self.padding, self.padding)] * 2,
                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(dtype)
-    return y
+    bias = self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(dtype) if self.use_bias else None
+    if not add_bias:
+      return y, bias
+    return y if bias is None else y + bias
 
 
 def _matmul(x, kernel):

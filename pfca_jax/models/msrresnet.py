@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
-from pfca_jax.models.conv import MatmulConv, resolve_impl
+from pfca_jax.models.conv import Conv, resolve_impl
 
 ModuleDef = Any
 SCALES = (2, 3, 4)
@@ -47,7 +47,12 @@ def upsample_bilinear(x: jax.Array, scale: int) -> jax.Array:
 
 
 class ResidualBlockNoBN(nn.Module):
-  """x + conv2(ReLU(conv1(x))), attention after conv2 (before the identity add)."""
+  """x + attention(conv2(ReLU(conv1(x)))): attention after conv2, before the identity add.
+
+  conv2's bias goes to the attention unadded, which folds it in: an attention reads its input for a
+  spatial mean and again for the rescale, and the backward pass reads it once more, so conv2 + bias
+  would otherwise be stored (a write and a read of the block's activation that `none` does not have).
+  """
   features: int
   conv: ModuleDef
   attention: ModuleDef
@@ -55,9 +60,8 @@ class ResidualBlockNoBN(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.relu(self.conv(self.features, name='conv1')(x))
-    y = self.conv(self.features, name='conv2')(y)
-    y = self.attention(channels=self.features, name='attention')(y)
-    return x + y
+    y, bias = self.conv(self.features, name='conv2')(y, add_bias=False)
+    return x + self.attention(channels=self.features, name='attention')(y, bias=bias)
 
 
 class Body(nn.Module):
@@ -113,8 +117,7 @@ class MSRResNet(nn.Module):
     del train  # No BatchNorm or dropout: training and inference are the same function.
     if x.ndim != 4 or x.shape[-1] != self.num_in_ch:
       raise ValueError(f'MSRResNet expects NHWC input with {self.num_in_ch} channels, got shape {x.shape}')
-    conv_cls = MatmulConv if resolve_impl(self.conv_impl) == 'matmul' else nn.Conv
-    conv = functools.partial(conv_cls, kernel_size=(3, 3), padding=1, dtype=self.dtype,
+    conv = functools.partial(Conv, kernel_size=(3, 3), padding=1, impl=self.conv_impl, dtype=self.dtype,
                              kernel_init=kaiming_x01, bias_init=nn.initializers.zeros)
     lrelu = functools.partial(nn.leaky_relu, negative_slope=0.1)
     attention = get_attention(self.attention, self.attention_options)

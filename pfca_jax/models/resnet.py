@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from pfca_jax.models.attention import get_attention
-from pfca_jax.models.conv import MatmulConv, resolve_impl
+from pfca_jax.models.conv import Conv, resolve_impl
 from pfca_jax.models.cpu_fusion import materialise
 from pfca_jax.models.fused import BatchNorm
 from pfca_jax.models.pooling import max_pool
@@ -197,9 +197,8 @@ class ResNet(nn.Module):
     if x.ndim != 4:
       raise ValueError(f'ResNet expects NHWC input (4 dims), got shape {x.shape}')
     on_cpu_lowerings = resolve_impl(self.conv_impl) == 'matmul'
-    conv_cls = MatmulConv if on_cpu_lowerings else nn.Conv
     pool = max_pool if on_cpu_lowerings else nn.max_pool
-    conv = functools.partial(conv_cls, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    conv = functools.partial(Conv, impl=self.conv_impl, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
     # PyTorch's BN momentum 0.1 is flax's 0.9 (the weight of the running average).
     norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
