@@ -303,3 +303,12 @@ def test_folded_bias_in_bfloat16_keeps_dtypes():
   assert (dx.dtype, db.dtype) == (jnp.bfloat16, jnp.float32)
   np.testing.assert_allclose(y.astype(np.float32), np_pfca(x.astype(np.float32) + bias.astype(jnp.bfloat16)),
                              rtol=2e-2, atol=2e-2)
+
+
+def test_folded_bias_has_forward_mode_derivatives():
+  x = _random((2, 4, 3, 6))
+  bias = jax.random.normal(jax.random.key(7), (6,))
+  tangents = (jax.random.normal(jax.random.key(8), x.shape), jax.random.normal(jax.random.key(9), (6,)))
+  folded = jax.jvp(lambda x, b: att.PFCA().apply({}, x, bias=b), (x, bias), tangents)
+  added = jax.jvp(lambda x, b: att.PFCA().apply({}, x + b), (x, bias), tangents)
+  chex.assert_trees_all_close(folded, added, rtol=1e-4, atol=1e-5)

@@ -36,27 +36,24 @@ def _rescale(x: jax.Array, bias: jax.Array | None, w: jax.Array) -> jax.Array:
   return _rescale_biased(x, bias.astype(x.dtype), w)
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _rescale_biased(x, bias, w):
   return (x + bias) * w[:, None, None, :]
 
 
-def _rescale_biased_fwd(x, bias, w):
-  # x is the convolution's output, stored anyway; JAX's own derivative would keep x + bias too.
-  return _rescale_biased(x, bias, w), (x, bias, w)
-
-
-def _rescale_biased_bwd(residuals, g):
-  x, bias, w = residuals
-  # sum_hw g (x + bias) = sum_hw g x + bias sum_hw g: both sums read only g and x.
-  g_sum = jnp.sum(g, axis=(1, 2), dtype=jnp.float32)
-  gx_sum = jnp.sum(g * x, axis=(1, 2), dtype=jnp.float32)
-  dw = gx_sum + bias.astype(jnp.float32) * g_sum
-  dbias = jnp.sum(w.astype(jnp.float32) * g_sum, axis=0)
-  return g * w[:, None, None, :], dbias.astype(bias.dtype), dw.astype(w.dtype)
-
-
-_rescale_biased.defvjp(_rescale_biased_fwd, _rescale_biased_bwd)
+@_rescale_biased.defjvp
+def _rescale_biased_jvp(primals, tangents):
+  # Every term's primal factor is x, bias or w, so they are all the backward pass keeps (x is the
+  # convolution's output, stored anyway); JAX's own rule multiplies by x + bias, which it would then
+  # store as well. Transposed: dx = g w, dw = sum_hw g x + bias sum_hw g (summed in float32, as
+  # PFCA's statistics are), dbias = sum_n w sum_hw g.
+  x, bias, w = primals
+  dx, dbias, dw = tangents
+  f32 = jnp.float32
+  from_w = (x.astype(f32) * dw.astype(f32)[:, None, None, :]).astype(x.dtype)
+  per_nc = dbias * w + bias * dw
+  return (_rescale_biased(x, bias, w),
+          dx * w[:, None, None, :] + from_w + per_nc[:, None, None, :])
 
 
 def _channel_means(x: jax.Array, bias: jax.Array | None) -> jax.Array:
