@@ -8,7 +8,9 @@ Definitions follow CONVENTIONS.md section 1.
 ``module(x, bias=b)`` is ``module(x + b)`` for a per-channel ``b``, the bias of the
 convolution before it left unadded: each module reads its input for a spatial mean
 (or its deviations from one) and for the rescale, so x + b would be stored and
-read again; with the bias folded into the per-channel values it never is.
+read again. With per-channel weights (PFCA, SE, ECA) the bias is folded into the
+(N, C) values and x + b is never stored; SimAM's weights are per pixel, and the
+derivative of its rescale still keeps x + b (only its statistics skip the add).
 """
 
 import functools
