@@ -8,7 +8,8 @@
 
 Each entry is the trainer's own jitted step (pfca_jax.steps.make_train_step, the configs' optimiser,
 loss and sharding over every device) on a fixed random batch. Entries are compiled first (compile
-time, XLA's planned peak memory and its count of bytes read and written per step reported apart), then timed in interleaved rounds: every round
+time, XLA's planned peak memory, its count of bytes read and written per step and the number of
+operations the optimised step runs, reported apart), then timed in interleaved rounds: every round
 runs `--steps` steps of each entry in turn (or, with `--round-seconds S`, as many more as fill about S
 seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once per round is at the
 mercy of the host's jitter), every other round in reverse order, so slow drifts of the machine and
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -130,6 +132,7 @@ class Entry:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     self.bytes_accessed = (cost or {}).get('bytes accessed')
+    self.hlo_ops = count_step_ops(compiled.as_text())
     self.state, metrics = self.step(self.state, self.batch_data)  # Warm-up (first-run allocations).
     jax.block_until_ready(metrics)
 
@@ -147,6 +150,24 @@ class Entry:
       self.state, metrics = self.step(self.state, self.batch_data)
     jax.block_until_ready((self.state.params, metrics))
     return (time.perf_counter() - t0) / n
+
+
+# Instructions that only name, regroup or reinterpret buffers: they run no code.
+_FREE_OPCODES = frozenset({'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast'})
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+ = (?:\([^=]*?\)|\S+) ([a-z][\w-]*)\(')
+
+
+def count_step_ops(hlo_text: str) -> int:
+  """How many operations the optimised step runs at its top level (a loop or conditional counts once).
+
+  Each is a separate step of XLA's CPU runtime (or a kernel launch on a GPU), with a fixed cost of a
+  few microseconds whatever its size: an attention's small (N, C) operations cost that, not bandwidth,
+  and the byte count does not see them. Deterministic, like the byte count.
+  """
+  entry = hlo_text[hlo_text.index('\nENTRY '):]
+  body = entry[:entry.index('\n}')].split('\n')[1:]
+  opcodes = (m.group(1) for m in map(_INSTRUCTION.match, body) if m)
+  return sum(op not in _FREE_OPCODES for op in opcodes)
 
 
 def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print, round_seconds: float = 0.0) -> None:
@@ -198,7 +219,8 @@ def summarize(entries: list) -> list[dict]:
                  'step_s_rounds': list(e.times),
                  'examples_per_s': e.batch / median, 'compile_s': getattr(e, 'compile_s', None),
                  'peak_bytes': getattr(e, 'peak_bytes', None),
-                 'bytes_accessed': getattr(e, 'bytes_accessed', None), 'params': getattr(e, 'params', None),
+                 'bytes_accessed': getattr(e, 'bytes_accessed', None), 'hlo_ops': getattr(e, 'hlo_ops', None),
+                 'params': getattr(e, 'params', None),
                  'steps_per_round': getattr(e, 'steps', None),
                  'framework': getattr(e, 'framework', 'jax')})
   base = {r['benchmark']: r for r in rows if r['attention'] == 'none' and r['framework'] == 'jax'}
@@ -213,7 +235,7 @@ def summarize(entries: list) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
   header = (f'{"step":<48} {"batch":>5} {"ms/step (min-max)":>26} {"ex/s":>9} {"vs none":>8} '
-            f'{"paired [95% CI]":>23} {"compile":>8} {"peak MB":>8} {"GB r/w":>7}')
+            f'{"paired [95% CI]":>23} {"compile":>8} {"peak MB":>8} {"GB r/w":>7} {"ops":>6}')
   ms = lambda s: f'{1e3 * s:.1f}' if s >= 0.01 else f'{1e3 * s:.3f}'  # GPU steps take milliseconds.
   lines = [header, '-' * len(header)]
   for r in rows:
@@ -225,8 +247,9 @@ def format_table(rows: list[dict]) -> str:
     compile_s = '' if r['compile_s'] is None else f'{r["compile_s"]:.1f}s'
     peak = '' if r['peak_bytes'] is None else f'{r["peak_bytes"] / 2 ** 20:,.0f}'
     traffic = '' if r.get('bytes_accessed') is None else f'{r["bytes_accessed"] / 1e9:.2f}'
+    ops = '' if r.get('hlo_ops') is None else str(r['hlo_ops'])
     lines.append(f'{r["name"]:<48} {r["batch"]:>5} {spread:>26} {r["examples_per_s"]:>9.1f} {overhead:>8} '
-                 f'{paired:>23} {compile_s:>8} {peak:>8} {traffic:>7}')
+                 f'{paired:>23} {compile_s:>8} {peak:>8} {traffic:>7} {ops:>6}')
   return '\n'.join(lines)
 
 

@@ -43,6 +43,7 @@ class TorchEntry:
   compile_s = None
   peak_bytes = None
   bytes_accessed = None
+  hlo_ops = None
 
   def __init__(self, name, benchmark, model, optimizer, loss_fn, inputs, targets, batch, device, dtype):
     import torch

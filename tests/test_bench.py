@@ -27,9 +27,38 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   assert none['compile_s'] > 0 and none['peak_bytes'] > 0
   # PFCA adds a pass over each block's output (its spatial mean) to what the step reads and writes.
   assert 0 < none['bytes_accessed'] < pfca['bytes_accessed']
+  # And its small (N, C) operations (the weights and their derivative) to the operations it runs.
+  assert 0 < none['hlo_ops'] < pfca['hlo_ops']
   # About 0.5 s of steps a round: far more than one step of this tiny network, never fewer than --steps.
   assert none['steps_per_round'] > 1 and pfca['steps_per_round'] > 1
   assert 'cifar_resnet20 + pfca' in capsys.readouterr().out
+
+
+STEP_HLO = '''HloModule jit_step, entry_computation_layout={(f32[8,4]{1,0})->(f32[8]{0}, f32[])}
+
+%add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %sum = f32[] add(%a, %b)
+}
+
+ENTRY %main.9 (x.1: f32[8,4]) -> (f32[8]{0}, f32[]) {
+  %x.1 = f32[8,4]{1,0} parameter(0)
+  %constant.2 = f32[] constant(0)
+  %bitcast.3 = f32[4,8]{0,1} bitcast(%x.1)
+  %ynn_fusion = (f32[8]{0}, f32[8]{0}) fusion(%x.1, %constant.2), kind=kCustom, calls=%add
+  %get-tuple-element.4 = f32[8]{0} get-tuple-element(%ynn_fusion), index=0
+  %copy.5 = f32[8,4]{0,1} copy(%x.1), metadata={op_name="jit(step)/transpose" source_file="a = b.py"}
+  %reduce.6 = f32[] reduce(%copy.5, %constant.2), dimensions={0,1}, to_apply=%add
+  ROOT %tuple.7 = (f32[8]{0}, f32[]) tuple(%get-tuple-element.4, %reduce.6)
+}
+'''
+
+
+def test_step_ops_count_what_runs_in_the_entry_computation():
+  # The fusion (tuple-shaped), the copy and the reduce; not the parameter, constant, bitcast, tuple
+  # plumbing, nor the instructions of the called computation.
+  assert bench.count_step_ops(STEP_HLO) == 3
 
 
 @pytest.mark.parametrize('n,ranks', [(5, None), (6, (1, 6)), (10, (2, 9)), (40, (14, 27)), (100, (40, 61))])
