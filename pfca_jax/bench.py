@@ -264,7 +264,8 @@ def machine() -> str:
   device = jax.devices()[0]
   pages = 'on' if huge_pages.enabled() else 'off'
   return (f'{cpu}, {os.cpu_count()} CPU cores; {jax.device_count()} x {device.device_kind} '
-          f'({jax.default_backend()}); jax {jax.__version__}; host buffers on huge pages: {pages}')
+          f'({jax.default_backend()}); jax {jax.__version__}; host buffers on huge pages: {pages}; '
+          f'allocator: {huge_pages.allocator()}')
 
 
 def check_writable(flag: str, path: str) -> None:

@@ -35,6 +35,28 @@ def test_reexec_environment(environ, libc, thp, expected):
         k: v for k, v in environ.items() if k != 'GLIBC_TUNABLES'}
 
 
+MI = '/site-packages/cmeel.prefix/lib/libmimalloc.so.3'
+MI_ENV = {'LD_PRELOAD': MI, 'MIMALLOC_PURGE_DELAY': '-1', 'MIMALLOC_ALLOW_LARGE_OS_PAGES': '1'}
+
+
+@pytest.mark.parametrize('environ, thp, expected', [
+    ({}, 'never', MI_ENV),                                       # mimalloc without glibc's huge pages.
+    ({}, 'madvise', dict(MI_ENV, GLIBC_TUNABLES=TUNE)),          # Both.
+    ({'MIMALLOC_PURGE_DELAY': '100'}, 'never', dict(MI_ENV, MIMALLOC_PURGE_DELAY='100')),  # The user's option stands.
+    ({'LD_PRELOAD': '/usr/lib/libjemalloc.so.2'}, 'never', None),  # Another preloaded library: leave it alone.
+    ({'PFCA_JAX_MIMALLOC': '0'}, 'never', None),
+    ({'PFCA_JAX_MIMALLOC': '0'}, 'madvise', {'PFCA_JAX_MIMALLOC': '0', 'GLIBC_TUNABLES': TUNE}),
+    (MI_ENV, 'never', None),                                     # After the exec: no second one.
+])
+def test_reexec_environment_with_mimalloc(environ, thp, expected):
+  env = huge_pages.reexec_environment(environ, (2, 36), thp, MI)
+  assert env == (None if expected is None else dict(environ, **expected))
+
+
+def test_no_mimalloc_wheel_no_preload():
+  assert huge_pages.reexec_environment({}, (2, 36), 'never', None) is None
+
+
 @pytest.mark.parametrize('text, mode', [
     ('always [madvise] never\n', 'madvise'), ('[always] madvise never\n', 'always'),
     ('always madvise [never]\n', 'never'), ('garbage\n', None)])
@@ -61,12 +83,15 @@ block = libc.malloc(64 << 20)
 ctypes.memset(block, 1, 64 << 20)
 with open('/proc/self/smaps_rollup') as f:
   huge_kb = next(int(line.split()[1]) for line in f if line.startswith('AnonHugePages'))
+print('allocator', huge_pages.allocator(), flush=True)
 print('args', sys.argv[1:], 'tunables', os.environ.get('GLIBC_TUNABLES'), 'huge_kb', huge_kb)
 '''
 
 
 def _probe(extra_env):
-  env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', huge_pages.OPT_OUT)}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('GLIBC_TUNABLES', 'LD_PRELOAD', huge_pages.OPT_OUT) and not k.startswith('MIMALLOC_')}
+  env[huge_pages.MIMALLOC_OPT_OUT] = '0'  # These probe glibc; mimalloc has its own test below.
   env.update(extra_env)
   out = subprocess.run([sys.executable, '-c', _PROBE, 'a', '--b=c'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60, check=True).stdout.splitlines()
@@ -92,3 +117,18 @@ def test_opt_out_runs_once_on_small_pages():
   lines = _probe({huge_pages.OPT_OUT: '0'})
   assert len([line for line in lines if line.startswith('pid')]) == 1
   assert lines[-1].endswith('tunables None huge_kb 0'), lines
+
+
+@pytest.mark.skipif(huge_pages.mimalloc_library() is None, reason='the cmeel-mimalloc wheel is not installed')
+def test_reexec_preloads_mimalloc_once():
+  lines = _probe({huge_pages.MIMALLOC_OPT_OUT: '1', huge_pages.OPT_OUT: '0'})
+  assert len([line for line in lines if line.startswith('pid')]) == 2, lines
+  assert 'allocator mimalloc' in lines, lines
+  assert "args ['a', '--b=c'] tunables None" in lines[-1], lines
+
+
+def test_allocator_reads_this_process_preload(monkeypatch):
+  monkeypatch.setenv('LD_PRELOAD', MI)
+  assert huge_pages.allocator() == 'mimalloc'
+  monkeypatch.delenv('LD_PRELOAD')
+  assert huge_pages.allocator() == 'glibc'
