@@ -21,7 +21,7 @@ also preloads its mimalloc with freed memory never given back to the kernel (MIM
 and on large OS pages: each step then reuses the previous step's buffer. MSRResNet x4 at batch 16:
 kernel time 170-290 ms a step -> 4 ms, page faults 1,600-2,400 a step -> 0, the step 13% faster
 (experiments/results/speed.md). Not the default: in the digits quick start (small, fast steps) PFCA's
-training ran 15-29% slower than `none` under it in three runs of four (even with glibc), for
+training ran 14-29% slower than `none` under it in three runs of four (with glibc the two were even), for
 reasons not yet found. A library already in LD_PRELOAD leaves the allocator alone; the process's resident
 memory does not shrink after its largest step.
 """
