@@ -17,21 +17,25 @@ import json
 import statistics
 import sys
 
-from pfca_jax.bench import median_ci95
+from pfca_jax.bench import median_ci95, paired_ratios
 
 
-def round_ratios(path: str, benchmark: str, attention: str, against: str) -> list[float]:
+def load_rows(path: str) -> dict:
+  """A benchmark JSON's JAX rows, keyed by (benchmark, attention)."""
   try:
     with open(path) as f:
-      rows = {(r['benchmark'], r['attention']): r for r in json.load(f)['rows'] if r.get('framework', 'jax') == 'jax'}
+      return {(r['benchmark'], r['attention']): r for r in json.load(f)['rows'] if r.get('framework', 'jax') == 'jax'}
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise SystemExit(f'error: {path} is not a readable pfca_jax.bench JSON ({type(e).__name__}: {e})')
+
+
+def round_ratios(path: str, rows: dict, benchmark: str, attention: str, against: str) -> list[float]:
+  """The paired ratios of one run (`rows` as load_rows(path) gives them)."""
   missing = [a for a in (attention, against) if (benchmark, a) not in rows]
   if missing:
     have = sorted(a for b, a in rows if b == benchmark)
     raise SystemExit(f'error: {path} has no {benchmark} + {", ".join(missing)}; it has: {", ".join(have) or "nothing"}')
-  times, base = rows[benchmark, attention]['step_s_rounds'], rows[benchmark, against]['step_s_rounds']
-  return [t / t0 - 1 for t, t0 in zip(times, base)]
+  return paired_ratios(rows[benchmark, attention]['step_s_rounds'], rows[benchmark, against]['step_s_rounds'])
 
 
 def main(argv=None) -> int:
@@ -41,10 +45,11 @@ def main(argv=None) -> int:
   parser.add_argument('--attentions', default='pfca,se')
   parser.add_argument('--against', default='none')
   args = parser.parse_args(argv)
+  runs = {path: load_rows(path) for path in args.files}
   for attention in args.attentions.split(','):
     ratios = []
-    for path in args.files:
-      ratios += round_ratios(path, args.benchmark, attention, args.against)
+    for path, rows in runs.items():
+      ratios += round_ratios(path, rows, args.benchmark, attention, args.against)
     ci = median_ci95(ratios)
     interval = '' if ci is None else ' [{:+.1f}, {:+.1f}]'.format(*(100 * x for x in ci))
     print(f'{args.benchmark} + {attention} vs {args.against}: {100 * statistics.median(ratios):+.1f}%{interval} '

@@ -204,6 +204,11 @@ def median_ci95(values: list[float]) -> tuple[float, float] | None:
   return None if k == 0 else (ordered[k - 1], ordered[n - k])
 
 
+def paired_ratios(times: list[float], base_times: list[float]) -> list[float]:
+  """Each round's step time over the base entry's in the same round, minus 1: the paired overheads."""
+  return [t / t0 - 1 for t, t0 in zip(times, base_times)]
+
+
 def summarize(entries: list) -> list[dict]:
   """Rows of figures per entry; overheads are against the JAX `none` entry of the same network.
 
@@ -227,7 +232,7 @@ def summarize(entries: list) -> list[dict]:
   for r in rows:
     b = base.get(r['benchmark'])
     r['overhead_vs_none'] = r['step_s_median'] / b['step_s_median'] - 1 if b else None
-    ratios = [t / t0 - 1 for t, t0 in zip(r['step_s_rounds'], b['step_s_rounds'])] if b else []
+    ratios = paired_ratios(r['step_s_rounds'], b['step_s_rounds']) if b else []
     r['paired_overhead_vs_none'] = statistics.median(ratios) if ratios else None
     r['paired_ci95'] = median_ci95(ratios) if ratios else None
   return rows

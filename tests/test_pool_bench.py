@@ -26,7 +26,7 @@ def test_rounds_of_all_runs_are_pooled_per_attention(tmp_path, capsys):
   assert lines[1].startswith('net + se vs none: +0.0% [+0.0, +10.0]')
   assert pool_bench.main(['--benchmark=net', '--attentions=pfca', '--against=se', a]) == 0
   assert capsys.readouterr().out.startswith('net + pfca vs se: +20.0% over 3 rounds of 1 runs')
-  assert pool_bench.round_ratios(a, 'net', 'pfca', 'none') == pytest.approx([0.1, 0.2, 0.3])
+  assert pool_bench.round_ratios(a, pool_bench.load_rows(a), 'net', 'pfca', 'none') == pytest.approx([0.1, 0.2, 0.3])
 
 
 @pytest.mark.parametrize('content,message', [
