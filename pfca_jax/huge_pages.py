@@ -15,15 +15,13 @@ anything heavy is imported. Nothing happens when it would change nothing: THP `n
 `always` (already in effect), no glibc or one older than 2.35, the tunable already set, or
 PFCA_JAX_HUGE_PAGES=0.
 
-Huge pages make the faults 512 times fewer; keeping the buffer makes them none. With
-PFCA_JAX_MIMALLOC=1 (and the `cmeel-mimalloc` wheel of requirements.txt, Linux x86-64), the same exec
-also preloads its mimalloc with freed memory never given back to the kernel (MIMALLOC_PURGE_DELAY=-1)
-and on large OS pages: each step then reuses the previous step's buffer. MSRResNet x4 at batch 16:
-kernel time 170-290 ms a step -> 4 ms, page faults 1,600-2,400 a step -> 0, the step 13% faster
-(experiments/results/speed.md). Not the default: in the digits quick start (small, fast steps) PFCA's
-training ran 14-29% slower than `none` under it in three runs of four (with glibc the two were even), for
-reasons not yet found. A library already in LD_PRELOAD leaves the allocator alone; the process's resident
-memory does not shrink after its largest step.
+Huge pages make the faults 512 times fewer; keeping the buffer makes them none. Where the
+`cmeel-mimalloc` wheel is installed (requirements.txt, Linux x86-64), the same exec also preloads its
+mimalloc with freed memory never given back to the kernel (MIMALLOC_PURGE_DELAY=-1) and on large OS
+pages: each step then reuses the previous step's buffer. MSRResNet x4 at batch 16: kernel time
+170-290 ms a step -> 4 ms, page faults 1,600-2,400 a step -> 0, the step 13% faster
+(experiments/results/speed.md). The price is that the process's resident memory does not shrink after
+its largest step. A library already in LD_PRELOAD, or PFCA_JAX_MIMALLOC=0, leaves the allocator alone.
 """
 
 import importlib.metadata
@@ -32,7 +30,7 @@ import sys
 
 TUNABLE = 'glibc.malloc.hugetlb'
 OPT_OUT = 'PFCA_JAX_HUGE_PAGES'
-MIMALLOC_OPT_IN = 'PFCA_JAX_MIMALLOC'
+MIMALLOC_OPT_OUT = 'PFCA_JAX_MIMALLOC'
 # A user's own setting of either wins (setdefault below).
 MIMALLOC_OPTIONS = {'MIMALLOC_PURGE_DELAY': '-1', 'MIMALLOC_ALLOW_LARGE_OS_PAGES': '1'}
 _THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
@@ -74,7 +72,7 @@ def reexec_environment(environ, libc: tuple[int, int] | None, thp: str | None,
   if (environ.get(OPT_OUT, '1') != '0' and TUNABLE not in environ.get('GLIBC_TUNABLES', '')
       and libc is not None and libc >= (2, 35) and thp == 'madvise'):
     env['GLIBC_TUNABLES'] = ':'.join(t for t in (environ.get('GLIBC_TUNABLES'), f'{TUNABLE}=1') if t)
-  if mimalloc and environ.get(MIMALLOC_OPT_IN) == '1' and not environ.get('LD_PRELOAD'):
+  if mimalloc and environ.get(MIMALLOC_OPT_OUT, '1') != '0' and not environ.get('LD_PRELOAD'):
     env['LD_PRELOAD'] = mimalloc
     for name, value in MIMALLOC_OPTIONS.items():
       env.setdefault(name, value)

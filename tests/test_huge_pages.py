@@ -37,18 +37,18 @@ def test_reexec_environment(environ, libc, thp, expected):
 
 MI = '/site-packages/cmeel.prefix/lib/libmimalloc.so.3'
 MI_ENV = {'LD_PRELOAD': MI, 'MIMALLOC_PURGE_DELAY': '-1', 'MIMALLOC_ALLOW_LARGE_OS_PAGES': '1'}
-ON = {'PFCA_JAX_MIMALLOC': '1'}
+OFF = {'PFCA_JAX_MIMALLOC': '0'}
 
 
 @pytest.mark.parametrize('environ, thp, expected', [
-    ({}, 'never', None),                                         # Opt-in only.
-    ({}, 'madvise', {'GLIBC_TUNABLES': TUNE}),
-    ({'PFCA_JAX_MIMALLOC': '0'}, 'never', None),
-    (ON, 'never', MI_ENV),                                       # mimalloc without glibc's huge pages.
-    (ON, 'madvise', dict(MI_ENV, GLIBC_TUNABLES=TUNE)),          # Both.
-    (dict(ON, MIMALLOC_PURGE_DELAY='100'), 'never', dict(MI_ENV, MIMALLOC_PURGE_DELAY='100')),  # The user's option stands.
-    (dict(ON, LD_PRELOAD='/usr/lib/libjemalloc.so.2'), 'never', None),  # Another preloaded library: leave it alone.
-    (dict(ON, **MI_ENV), 'never', None),                         # After the exec: no second one.
+    ({}, 'never', MI_ENV),                                       # The default, without glibc's huge pages.
+    ({}, 'madvise', dict(MI_ENV, GLIBC_TUNABLES=TUNE)),          # Both.
+    ({'PFCA_JAX_MIMALLOC': '1'}, 'never', MI_ENV),
+    (OFF, 'never', None),
+    (OFF, 'madvise', {'GLIBC_TUNABLES': TUNE}),                  # Turning one off keeps the other.
+    ({'MIMALLOC_PURGE_DELAY': '100'}, 'never', dict(MI_ENV, MIMALLOC_PURGE_DELAY='100')),  # The user's option stands.
+    ({'LD_PRELOAD': '/usr/lib/libjemalloc.so.2'}, 'never', None),  # Another preloaded library: leave it alone.
+    (MI_ENV, 'never', None),                                     # After the exec: no second one.
 ])
 def test_reexec_environment_with_mimalloc(environ, thp, expected):
   env = huge_pages.reexec_environment(environ, (2, 36), thp, MI)
@@ -56,7 +56,7 @@ def test_reexec_environment_with_mimalloc(environ, thp, expected):
 
 
 def test_no_mimalloc_wheel_no_preload():
-  assert huge_pages.reexec_environment(ON, (2, 36), 'never', None) is None
+  assert huge_pages.reexec_environment({}, (2, 36), 'never', None) is None
 
 
 @pytest.mark.parametrize('text, mode', [
@@ -93,7 +93,7 @@ print('args', sys.argv[1:], 'tunables', os.environ.get('GLIBC_TUNABLES'), 'huge_
 def _probe(extra_env):
   env = {k: v for k, v in os.environ.items()
          if k not in ('GLIBC_TUNABLES', 'LD_PRELOAD', huge_pages.OPT_OUT) and not k.startswith('MIMALLOC_')}
-  env[huge_pages.MIMALLOC_OPT_IN] = '0'  # These probe glibc; mimalloc has its own test below.
+  env[huge_pages.MIMALLOC_OPT_OUT] = '0'  # These probe glibc; mimalloc has its own test below.
   env.update(extra_env)
   out = subprocess.run([sys.executable, '-c', _PROBE, 'a', '--b=c'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60, check=True).stdout.splitlines()
@@ -123,7 +123,7 @@ def test_opt_out_runs_once_on_small_pages():
 
 @pytest.mark.skipif(huge_pages.mimalloc_library() is None, reason='the cmeel-mimalloc wheel is not installed')
 def test_reexec_preloads_mimalloc_once():
-  lines = _probe({huge_pages.MIMALLOC_OPT_IN: '1', huge_pages.OPT_OUT: '0'})
+  lines = _probe({huge_pages.MIMALLOC_OPT_OUT: '1', huge_pages.OPT_OUT: '0'})
   assert len([line for line in lines if line.startswith('pid')]) == 2, lines
   assert 'allocator mimalloc' in lines, lines
   assert "args ['a', '--b=c'] tunables None" in lines[-1], lines
