@@ -6,7 +6,7 @@
 # they end, so a part cut short leaves its finished rounds in its log. A part that would start with
 # under 30 s left is skipped. speed.md says which parts its H100 run finished.
 #
-#   OUT=/tmp/speed_gpu bash experiments/speed_gpu.sh [seconds in all, default 540]
+#   [PARTS='msr tests'] OUT=/tmp/speed_gpu bash experiments/speed_gpu.sh [seconds in all, default 540]
 set -uo pipefail
 OUT=${OUT:-/tmp/speed_gpu}
 mkdir -p "$OUT"
@@ -25,17 +25,28 @@ part() {  # part NAME SECONDS ARGS...: one bench process, limited to SECONDS and
   python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__, "flax", flax.__version__,
 "optax", optax.__version__, "torch", torch.__version__, jax.devices())'
 } 2>&1 | tee "$OUT/machine.txt"
-part resnet50 280 --benchmarks=resnet50 --attentions=none,pfca,se,eca,simam --dtype=bfloat16 \
-  --batch-size=256 --rounds=8 --steps=5 --round-seconds=1.5
-part small 225 --benchmarks=msrresnet_x4,cifar_resnet56 --attentions=none,pfca,se --dtype=bfloat16 \
-  --batch-size=128 --rounds=6 --steps=5 --round-seconds=1
-# CIFAR ResNet-164 compiles slowly on the GPU (44 s without attention on an H100), so it comes last.
-part cifar164 200 --benchmarks=cifar_resnet164 --attentions=none,pfca,se --dtype=bfloat16 --batch-size=128 \
-  --rounds=6 --steps=5 --round-seconds=1
-# PFCA's, the attentions' and the convolution choices' numerics tests on the GPU, in what time is left.
-t=$(left)
-if (( t > 30 )); then
-  timeout "$t" python3 -m pytest -q -p no:cacheprovider tests/test_attention.py tests/test_fused.py \
-    tests/test_conv.py 2>&1 | tee "$OUT/tests.log" | tail -25
-fi
+# PARTS picks the parts and their order (default: all, as below); a session with a few minutes of
+# device time runs what it still lacks first.
+for p in ${PARTS:-resnet50 small cifar164 tests}; do
+  case $p in
+    resnet50) part resnet50 280 --benchmarks=resnet50 --attentions=none,pfca,se,eca,simam --dtype=bfloat16 \
+        --batch-size=256 --rounds=8 --steps=5 --round-seconds=1.5 ;;
+    small) part small 225 --benchmarks=msrresnet_x4,cifar_resnet56 --attentions=none,pfca,se --dtype=bfloat16 \
+        --batch-size=128 --rounds=6 --steps=5 --round-seconds=1 ;;
+    msr) part msr 150 --benchmarks=msrresnet_x4 --attentions=none,pfca,se --dtype=bfloat16 --batch-size=128 \
+        --rounds=10 --steps=5 --round-seconds=1 ;;
+    # CIFAR ResNet-164 compiles slowly on the GPU (44 s without attention on an H100).
+    cifar164) part cifar164 220 --benchmarks=cifar_resnet164 --attentions=none,pfca,se --dtype=bfloat16 \
+        --batch-size=128 --rounds=6 --steps=5 --round-seconds=1 ;;
+    # PFCA's, the attentions' and the convolution choices' numerics tests on the GPU. Four workers share
+    # the card, so none may take most of its memory up front.
+    tests) t=$(( $(left) < 200 ? $(left) : 200 ))
+      if (( t > 30 )); then
+        echo "== tests (limit ${t}s)"
+        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "$t" python3 -m pytest -q -p no:cacheprovider -n 4 \
+          tests/test_attention.py tests/test_fused.py tests/test_conv.py 2>&1 | tee "$OUT/tests.log" | tail -25
+      else echo "skipped tests: ${t}s left"; fi ;;
+    *) echo "unknown part '$p': accepted resnet50, small, msr, cifar164, tests"; exit 2 ;;
+  esac
+done
 echo "left: $(left)s"
