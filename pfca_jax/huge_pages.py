@@ -22,9 +22,12 @@ pages: each step then reuses the previous step's buffer. MSRResNet x4 at batch 1
 170-290 ms a step -> 4 ms, page faults 1,600-2,400 a step -> 0, the step 13% faster
 (experiments/results/speed.md). The price is that the process's resident memory does not shrink after
 its largest step. A library already in LD_PRELOAD, or PFCA_JAX_MIMALLOC=0, leaves the allocator alone.
+So does an installed GPU or TPU backend (unless JAX_PLATFORMS=cpu): there the step's buffers live in
+device memory, so the preload has nothing to buy, and it has been measured on CPU hosts only.
 """
 
 import importlib.metadata
+import importlib.util
 import os
 import sys
 
@@ -65,10 +68,18 @@ def mimalloc_library() -> str | None:
   return str(path) if os.path.isfile(path) else None
 
 
+def accelerator_installed() -> bool:
+  """Whether JAX has a GPU or TPU backend here: CUDA and ROCm plugins live in the `jax_plugins`
+  namespace package, TPU support in `libtpu`. Looked up without importing JAX."""
+  return any(importlib.util.find_spec(name) is not None for name in ('jax_plugins', 'libtpu'))
+
+
 def reexec_environment(environ, libc: tuple[int, int] | None, thp: str | None,
-                       mimalloc: str | None = None) -> dict | None:
+                       mimalloc: str | None = None, accelerator: bool = False) -> dict | None:
   """The environment to exec again with, or None when re-executing would change nothing."""
   env = dict(environ)
+  if accelerator and environ.get('JAX_PLATFORMS', '').strip() != 'cpu':
+    mimalloc = None
   if (environ.get(OPT_OUT, '1') != '0' and TUNABLE not in environ.get('GLIBC_TUNABLES', '')
       and libc is not None and libc >= (2, 35) and thp == 'madvise'):
     env['GLIBC_TUNABLES'] = ':'.join(t for t in (environ.get('GLIBC_TUNABLES'), f'{TUNABLE}=1') if t)
@@ -92,7 +103,7 @@ def enabled() -> bool:
 
 def reexec_if_useful() -> None:
   """Call first thing in a command's `__main__`: may replace the process with itself (never returns then)."""
-  env = reexec_environment(os.environ, glibc_version(), thp_mode(), mimalloc_library())
+  env = reexec_environment(os.environ, glibc_version(), thp_mode(), mimalloc_library(), accelerator_installed())
   if env is None or not sys.executable:  # An embedded interpreter has no executable to exec.
     return
   sys.stdout.flush()

@@ -1,5 +1,6 @@
 """The commands' re-execution with glibc's huge-page tunable: when it happens, and that it takes effect."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -57,6 +58,29 @@ def test_reexec_environment_with_mimalloc(environ, thp, expected):
 
 def test_no_mimalloc_wheel_no_preload():
   assert huge_pages.reexec_environment({}, (2, 36), 'never', None) is None
+
+
+@pytest.mark.parametrize('environ, expected', [
+    ({}, {'GLIBC_TUNABLES': TUNE}),                             # Huge pages stay; no preload.
+    ({'JAX_PLATFORMS': 'cuda'}, {'GLIBC_TUNABLES': TUNE}),
+    ({'JAX_PLATFORMS': 'cpu'}, dict(MI_ENV, GLIBC_TUNABLES=TUNE)),  # The user asked for the CPU backend.
+])
+def test_no_preload_where_an_accelerator_backend_is_installed(environ, expected):
+  env = huge_pages.reexec_environment(environ, (2, 36), 'madvise', MI, accelerator=True)
+  assert env == dict(environ, **expected)
+
+
+@pytest.mark.parametrize('installed', [[], ['jax_plugins/xla_cuda13/__init__.py'], ['libtpu/__init__.py']])
+def test_accelerator_lookup_follows_the_installed_packages(installed, tmp_path, monkeypatch):
+  # A site-packages holding only what the parameter names: a CUDA plugin wheel's files, libtpu's, or nothing.
+  for name in installed:
+    (tmp_path / name).parent.mkdir(parents=True)
+    (tmp_path / name).write_text('')
+  monkeypatch.setattr(sys, 'path', [str(tmp_path)])
+  for module in ('jax_plugins', 'libtpu'):
+    monkeypatch.delitem(sys.modules, module, raising=False)
+  importlib.invalidate_caches()
+  assert huge_pages.accelerator_installed() == bool(installed)
 
 
 @pytest.mark.parametrize('text, mode', [
