@@ -72,6 +72,14 @@ BENCHMARKS = {
 DEFAULT_BENCHMARKS = 'resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4'
 
 
+def min_side(benchmark: str) -> int:
+  """The smallest input side the network takes: its total stride (MSRResNet's body keeps the LR side)."""
+  _, default_side, input_key = BENCHMARKS[benchmark]
+  if input_key == 'lr':
+    return 1
+  return 32 if default_side == 224 else 4  # The ImageNet stem and stages stride 32 in all, CIFAR's 4.
+
+
 def _imagenet(name):
   config = config_defaults.imagenet()
   config.model.name = name
@@ -220,6 +228,7 @@ def summarize(entries: list) -> list[dict]:
   for e in entries:
     median = statistics.median(e.times)
     rows.append({'name': e.name, 'benchmark': e.benchmark, 'attention': e.attention, 'batch': e.batch,
+                 'side': getattr(e, 'side', None),
                  'step_s_median': median, 'step_s_min': min(e.times), 'step_s_max': max(e.times),
                  'step_s_rounds': list(e.times),
                  'examples_per_s': e.batch / median, 'compile_s': getattr(e, 'compile_s', None),
@@ -291,6 +300,12 @@ def check_timing_args(args) -> None:
     check_writable('--json', args.json)
 
 
+def check_side(side: int | None, benchmarks: list[str]) -> None:
+  for benchmark in benchmarks if side is not None else ():
+    if side < min_side(benchmark):
+      raise UserError(f'--side={side} is below what {benchmark} takes: at least {min_side(benchmark)}')
+
+
 def parse_names(text: str, valid, what: str) -> list[str]:
   names = [n.strip() for n in text.split(',') if n.strip()]
   bad = [n for n in names if n not in valid]
@@ -314,6 +329,9 @@ def main(argv=None) -> int:
   parser.add_argument('--torch-layouts', default='auto',
                       help='PyTorch memory formats to time: auto (CPU both, GPU channels_last) or a list of '
                            + ','.join(bench_torch.LAYOUTS))
+  parser.add_argument('--side', type=int, default=None,
+                      help="input side in pixels for every benchmark (MSRResNet's LR side); default each "
+                           "benchmark's own: 224 for ImageNet ResNets, 32 for the others")
   parser.add_argument('--pipelines', action='store_true')
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
@@ -321,6 +339,7 @@ def main(argv=None) -> int:
     benchmarks = parse_names(args.benchmarks, BENCHMARKS, 'benchmarks')
     attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
     check_timing_args(args)
+    check_side(args.side, benchmarks)
     layouts = None if args.torch_layouts == 'auto' else parse_names(args.torch_layouts, bench_torch.LAYOUTS,
                                                                     'torch-layouts')
   except UserError as e:
@@ -331,12 +350,12 @@ def main(argv=None) -> int:
   entries = []
   for benchmark in benchmarks:
     for attention in attentions:
-      entry = Entry(benchmark, attention, args.batch_size, args.conv_impl, args.dtype)
+      entry = Entry(benchmark, attention, args.batch_size, args.conv_impl, args.dtype, side=args.side)
       entry.compile()
       log(f'compiled {entry.name} in {entry.compile_s:.1f}s')
       entries.append(entry)
   if args.torch == 'auto':
-    entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype, layouts)
+    entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype, layouts, args.side)
   time_rounds(entries, args.rounds, args.steps, log, args.round_seconds)
   rows = summarize(entries)
   result = {'machine': machine(), 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,

@@ -48,6 +48,7 @@ class TorchEntry:
   def __init__(self, name, benchmark, model, optimizer, loss_fn, inputs, targets, batch, device, dtype):
     import torch
     self.name, self.benchmark, self.attention, self.batch = name, benchmark, 'torch', batch
+    self.side = inputs.shape[-1]  # NCHW shape, whatever the memory format.
     self._torch, self._device = torch, device
     self._autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == 'bfloat16')
     self.model, self.optimizer, self.loss_fn = model.train(), optimizer, loss_fn
@@ -125,11 +126,13 @@ def msrresnet_x4():
 LAYOUTS = ('nchw', 'channels_last')
 
 
-def entries(benchmarks: list[str], batch: int, log, dtype: str = 'float32', layouts=None) -> list:
+def entries(benchmarks: list[str], batch: int, log, dtype: str = 'float32', layouts=None,
+            side: int | None = None) -> list:
   """The PyTorch references of the requested benchmarks that can be built here ([] without PyTorch).
 
   They run on the first CUDA GPU when PyTorch sees one, else on the CPU; `layouts` (a subset of
-  LAYOUTS) defaults to both on the CPU and channels_last on a GPU.
+  LAYOUTS) defaults to both on the CPU and channels_last on a GPU. `side` overrides the input side
+  (224 for ResNet-50, MSRResNet's LR 32), as the JAX entries' does.
   """
   if not _available():
     log('PyTorch is not installed: JAX figures only (pip install torch torchvision timm to add the references)')
@@ -140,11 +143,11 @@ def entries(benchmarks: list[str], batch: int, log, dtype: str = 'float32', layo
     layouts = ('channels_last',) if device.type == 'cuda' else LAYOUTS
   result = []
   for layout in layouts:
-    result += _references(benchmarks, batch, log, dtype, device, layout)
+    result += _references(benchmarks, batch, log, dtype, device, layout, side)
   return result
 
 
-def _references(benchmarks, batch, log, dtype, device, layout):
+def _references(benchmarks, batch, log, dtype, device, layout, side):
   import torch
   from torch import nn
   memory_format = torch.channels_last if layout == 'channels_last' else torch.contiguous_format
@@ -153,7 +156,7 @@ def _references(benchmarks, batch, log, dtype, device, layout):
   suffix = f'(eager, {device.type}, {layout}{", bf16 autocast" if dtype == "bfloat16" else ""})'
   result = []
   if 'resnet50' in benchmarks:
-    images = place(torch.randn(batch, 3, 224, 224))
+    images = place(torch.randn(batch, 3, side or 224, side or 224))
     labels = place(torch.randint(0, 1000, (batch,)))
     references = []
     try:
@@ -174,7 +177,8 @@ def _references(benchmarks, batch, log, dtype, device, layout):
   if 'msrresnet_x4' in benchmarks:
     model = prepare(msrresnet_x4())
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
-    lr, hr = place(torch.rand(batch, 3, 32, 32)), place(torch.rand(batch, 3, 128, 128))
+    lr_side = side or 32
+    lr, hr = place(torch.rand(batch, 3, lr_side, lr_side)), place(torch.rand(batch, 3, 4 * lr_side, 4 * lr_side))
     name = f'BasicSR msrresnet_x4 {suffix}'
     result.append(TorchEntry(name, 'msrresnet_x4', model, optimizer, nn.L1Loss(), lr, hr, batch, device, dtype))
     log(f'ready: {name}')

@@ -32,6 +32,19 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   # About 0.5 s of steps a round: far more than one step of this tiny network, never fewer than --steps.
   assert none['steps_per_round'] > 1 and pfca['steps_per_round'] > 1
   assert 'cifar_resnet20 + pfca' in capsys.readouterr().out
+  assert none['side'] == pfca['side'] == 32  # CIFAR's own.
+
+
+def test_side_sets_the_input_of_every_entry(tmp_path):
+  # The digits quick start's shape: 16x16 inputs, whose activations are a quarter of those at 32x32.
+  out = tmp_path / 'bench.json'
+  assert bench.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch-size=8', '--rounds=1',
+                     '--steps=1', '--side=16', '--torch=off', f'--json={out}']) == 0
+  rows = {r['attention']: r for r in json.loads(out.read_text())['rows']}
+  assert rows['none']['side'] == rows['pfca']['side'] == 16
+  entry = bench.Entry('cifar_resnet20', 'none', 8, 'auto', 'float32', side=32)
+  entry.compile()
+  assert rows['none']['bytes_accessed'] < entry.bytes_accessed  # The same step at CIFAR's 32x32.
 
 
 STEP_HLO = '''HloModule jit_step, entry_computation_layout={(f32[8,4]{1,0})->(f32[8]{0}, f32[])}
@@ -76,6 +89,8 @@ def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
     (['--batch-size=3'], '--batch-size'),
     (['--round-seconds=-1'], '--round-seconds=-1.0 must be >= 0'),
     (['--torch-layouts=nhwc'], "--torch-layouts='nhwc': nhwc; valid: nchw, channels_last"),
+    (['--benchmarks=cifar_resnet56,resnet50', '--side=16'], '--side=16 is below what resnet50 takes: at least 32'),
+    (['--benchmarks=cifar_resnet20', '--side=2'], '--side=2 is below what cifar_resnet20 takes: at least 4'),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
   assert bench.main(argv + ['--torch=off']) == 2
