@@ -13,13 +13,17 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 deadline=$(( $(date +%s) + ${1:-540} ))
 left() { echo $(( deadline - $(date +%s) )); }
-part() {  # part NAME SECONDS ARGS...: one bench process, limited to SECONDS and to what is left.
+limited() {  # limited NAME SECONDS COMMAND...: limited to SECONDS and to what is left, logged in $OUT/NAME.log.
   local name=$1 limit=$2; shift 2
   local t=$(( limit < $(left) ? limit : $(left) ))
   if (( t < 30 )); then echo "skipped $name: ${t}s left"; return; fi
-  echo "== $name (limit ${t}s): python3 -m pfca_jax.bench $*"
-  timeout "$t" python3 -m pfca_jax.bench "$@" --json="$OUT/$name.json" 2>&1 | tee "$OUT/$name.log"
+  echo "== $name (limit ${t}s): $*"
+  timeout "$t" "$@" 2>&1 | tee "$OUT/$name.log"
   echo "== $name rc=$?"
+}
+part() {  # part NAME SECONDS ARGS...: one bench process with ARGS, its JSON in $OUT/NAME.json.
+  local name=$1 limit=$2; shift 2
+  limited "$name" "$limit" python3 -m pfca_jax.bench "$@" --json="$OUT/$name.json"
 }
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   python3 -c 'import jax, flax, optax, torch; print("jax", jax.__version__, "flax", flax.__version__,
@@ -40,12 +44,8 @@ for p in ${PARTS:-resnet50 small cifar164 tests}; do
         --batch-size=128 --rounds=6 --steps=5 --round-seconds=1 ;;
     # PFCA's, the attentions' and the convolution choices' numerics tests on the GPU. Four workers share
     # the card, so none may take most of its memory up front.
-    tests) t=$(( $(left) < 200 ? $(left) : 200 ))
-      if (( t > 30 )); then
-        echo "== tests (limit ${t}s)"
-        XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "$t" python3 -m pytest -q -p no:cacheprovider -n 4 \
-          tests/test_attention.py tests/test_fused.py tests/test_conv.py 2>&1 | tee "$OUT/tests.log" | tail -25
-      else echo "skipped tests: ${t}s left"; fi ;;
+    tests) XLA_PYTHON_CLIENT_PREALLOCATE=false limited tests 200 python3 -m pytest -q -p no:cacheprovider -n 4 \
+        tests/test_attention.py tests/test_fused.py tests/test_conv.py ;;
     *) echo "unknown part '$p': accepted resnet50, small, msr, cifar164, tests"; exit 2 ;;
   esac
 done
