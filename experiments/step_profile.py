@@ -103,7 +103,7 @@ class Profiled:
 
   def __init__(self, entry: bench.Entry, scope: str = SCOPE):
     self.entry = entry
-    hlo = entry.step.lower(entry.state, entry.batch_data).compile().as_text()
+    hlo = entry.hlo_text  # Of the compiled step (bench.Entry.compile).
     self.scoped = scoped_operations(hlo, scope)
     entry_text = hlo[hlo.index('\nENTRY '):]
     self.operations = {m.group(1) for m in map(_ASSIGNED.match, entry_text.split('\n')[1:]) if m}

@@ -140,7 +140,8 @@ class Entry:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     self.bytes_accessed = (cost or {}).get('bytes accessed')
-    self.hlo_ops = count_step_ops(compiled.as_text())
+    self.hlo_text = compiled.as_text()  # Also read by experiments/step_profile.py.
+    self.hlo_ops = count_step_ops(self.hlo_text)
     self.state, metrics = self.step(self.state, self.batch_data)  # Warm-up (first-run allocations).
     jax.block_until_ready(metrics)
 

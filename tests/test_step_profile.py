@@ -1,11 +1,16 @@
 """experiments/step_profile.py: which of the step's operations are the attention's, their profiled times, errors."""
 
 import json
+from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 from conftest import load_repo_module
+
+from pfca_jax.models.attention import get_attention
+from pfca_jax.models.conv import Conv
 
 step_profile = load_repo_module('experiments/step_profile.py')
 
@@ -38,34 +43,70 @@ def test_operations_are_scoped_by_their_own_or_their_bodys_metadata():
   assert step_profile.scoped_operations(HLO, r'/bn1/') == {'elsewhere'}
 
 
-def test_a_compiled_attention_is_found_and_its_profiled_operations_timed(tmp_path):
-  import flax.linen as nn
-  from pfca_jax.models.attention import PFCA
+class State(NamedTuple):
+  params: Any
 
-  class Net(nn.Module):
-    name_of_attention: str
 
-    @nn.compact
-    def __call__(self, x):
-      return jnp.sum(jnp.square(PFCA(name=self.name_of_attention)(nn.Conv(8, (3, 3))(x))))
+class TinyEntry:
+  """What step_profile uses of a bench.Entry, for a conv and an attention in a module named `scope_name`.
 
-  x = jnp.ones((2, 8, 8, 3))
-  steps = {}
-  for name in ('attention', 'other'):
-    net = Net(name)
-    params = net.init(jax.random.PRNGKey(0), x)
-    steps[name] = jax.jit(jax.grad(lambda p, net=net: net.apply(p, x)))
-  assert not step_profile.scoped_operations(steps['other'].lower(params).compile().as_text())
-  grad = steps['attention']
-  scoped = step_profile.scoped_operations(grad.lower(params).compile().as_text())
-  assert scoped
-  jax.block_until_ready(grad(params))
-  with jax.profiler.trace(str(tmp_path), create_perfetto_trace=True):
-    jax.block_until_ready(grad(params))
-  times = step_profile.thunk_times(str(tmp_path), scoped)
-  assert times and set(times) <= scoped and all(t > 0 for t in times.values())
+  The convolution leaves its bias to the attention, as in MSRResNet, so `none` has an operation in
+  the scope too (the bias add).
+  """
+
+  def __init__(self, attention, scope_name='attention'):
+    class Net(nn.Module):
+      @nn.compact
+      def __call__(self, x):
+        y, bias = Conv(8, (3, 3), padding=1)(x, add_bias=False)
+        return jnp.sum(jnp.square(get_attention(attention)(name=scope_name)(y, bias=bias)))
+
+    net = Net()
+    self.batch_data = jnp.ones((2, 8, 8, 3))
+    self.state = State(net.init(jax.random.PRNGKey(0), self.batch_data))
+
+    def step(state, batch):
+      loss, grads = jax.value_and_grad(lambda p: net.apply(p, batch))(state.params)
+      return State(jax.tree.map(lambda p, g: p - 1e-3 * g, state.params, grads)), loss
+
+    self.step = jax.jit(step)
+    self.hlo_text = self.step.lower(self.state, self.batch_data).compile().as_text()
+
+  def compile(self):
+    pass
+
+  def run(self, n):
+    for _ in range(n):
+      self.state, loss = self.step(self.state, self.batch_data)
+    jax.block_until_ready(loss)
+
+
+def test_an_attention_is_found_only_under_its_modules_name():
+  assert step_profile.scoped_operations(TinyEntry('pfca').hlo_text)
+  assert not step_profile.scoped_operations(TinyEntry('pfca', scope_name='other').hlo_text)
+
+
+def test_profiled_rounds_pair_each_attention_with_none(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(step_profile.bench, 'Entry', lambda benchmark, attention, *args, **kwargs: TinyEntry(attention))
+  out = tmp_path / 'profile.json'
+  assert step_profile.main(['--benchmark=cifar_resnet20', '--attentions=none,pfca,se', '--rounds=2',
+                            '--batch-size=8', f'--json={out}']) == 0
+  rows = {r['attention']: r for r in json.loads(out.read_text())['rows']}
+  # `none` adds the bias in scope; PFCA and SE add their statistics and rescale, forward and backward.
+  assert 0 < rows['none']['scoped_operations'] < rows['pfca']['scoped_operations']
+  for r in rows.values():
+    assert len(r['step_s_rounds']) == 2 and all(t > 0 for t in r['timed_s_rounds'])
+    assert all(0 < a <= t for a, t in zip(r['scoped_s_rounds'], r['timed_s_rounds']))
+  assert 'own_share_median' not in rows['none']
+  for name in ('pfca', 'se'):
+    r = rows[name]
+    assert r['own_share_rounds'] == pytest.approx(
+        [(a - a0) / s0 for a, a0, s0 in zip(r['scoped_s_rounds'], rows['none']['scoped_s_rounds'],
+                                             rows['none']['step_s_rounds'])])
+  report = capsys.readouterr().out
+  assert 'own work over none' in report and 'pfca against se: own work' in report
   with pytest.raises(RuntimeError, match='no perfetto trace'):
-    step_profile.thunk_times(str(tmp_path / 'empty'), scoped)
+    step_profile.thunk_times(str(tmp_path / 'empty'), {'x'})
 
 
 @pytest.mark.parametrize('args, message', [
@@ -80,22 +121,6 @@ def test_bad_arguments_fail_in_one_line_before_compiling(args, message, capsys):
   assert step_profile.main(args) == 2
   err = capsys.readouterr().err
   assert err.startswith('error: ') and message in err and err.count('\n') == 1
-
-
-def test_a_run_profiles_each_attention_against_none(tmp_path, capsys):
-  out = tmp_path / 'profile.json'
-  assert step_profile.main(['--benchmark=cifar_resnet20', '--attentions=none,pfca', '--rounds=2', '--side=8',
-                            '--batch-size=8', f'--json={out}']) == 0
-  rows = {r['attention']: r for r in json.loads(out.read_text())['rows']}
-  # PFCA is fused into each block's bn2, which `none` has too: in scope for both, more operations with PFCA.
-  assert 0 < rows['none']['scoped_operations'] < rows['pfca']['scoped_operations']
-  for r in rows.values():
-    assert len(r['step_s_rounds']) == 2
-    assert all(t > 0 for t in r['timed_s_rounds'])
-    assert all(0 < a <= t for a, t in zip(r['scoped_s_rounds'], r['timed_s_rounds']))
-  assert 'own_share_median' not in rows['none'] and len(rows['pfca']['own_share_rounds']) == 2
-  report = capsys.readouterr().out
-  assert 'own work over none' in report and 'ms per step by operation kind' in report
 
 
 def test_the_report_pairs_attentions_round_by_round():
