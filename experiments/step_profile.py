@@ -19,8 +19,9 @@ attention's (PFCA's output gradient, for one, is fused into the transposed copy 
 gradient makes of it, a copy `none` makes too). What an attention costs elsewhere (caches its passes
 evict) is not in it. Work a thunk hands to the runtime's thread pool (the convolutions) is outside
 its event, and thunks that run at once on two cores overlap, so the timed thunks' sum (the table's
-share of the step) is not the step. Each round runs one untimed step, then one profiled step, per
-entry, in the benchmark's interleaved order.
+share of the step) is not the step. Each round, per entry and in the benchmark's interleaved order,
+runs `bench.Entry.run(1)` (the benchmark's untimed step and one timed step, both unprofiled), then one
+profiled step.
 """
 
 import argparse
@@ -49,7 +50,6 @@ import jax  # noqa: E402
 # it is the same for every attention, so it cancels in the difference to `none`.
 SCOPE = r'/(attention|bn2|bn3)/'
 _COMPUTATION = re.compile(r'\n(?=(?:ENTRY )?%[\w.\-]+ \()')
-_ASSIGNED = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = ')
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _CALLS = re.compile(r'(?:calls|to_apply)=%?([\w.\-]+)')
 
@@ -63,18 +63,13 @@ def scoped_operations(hlo_text: str, scope: str = SCOPE) -> set[str]:
   computations = {}
   for text in _COMPUTATION.split(hlo_text):
     head = text.split(' ', 2)
-    name = head[1] if head[0] == 'ENTRY' else head[0]
-    computations[name.lstrip('%')] = text
-  entry = next(t for t in computations.values() if t.startswith('ENTRY '))
+    computations[(head[1] if head[0] == 'ENTRY' else head[0]).lstrip('%')] = text
   pattern = re.compile(scope)
   scoped = set()
-  for line in entry.split('\n')[1:]:
-    match = _ASSIGNED.match(line)
-    if not match:
-      continue
+  for name, _, line in bench.entry_instructions(hlo_text):
     text = line + ''.join(computations.get(c, '') for c in _CALLS.findall(line))
     if any(pattern.search(n) for n in _OP_NAME.findall(text)):
-      scoped.add(match.group(1))
+      scoped.add(name)
   return scoped
 
 
@@ -105,13 +100,12 @@ class Profiled:
     self.entry = entry
     hlo = entry.hlo_text  # Of the compiled step (bench.Entry.compile).
     self.scoped = scoped_operations(hlo, scope)
-    entry_text = hlo[hlo.index('\nENTRY '):]
-    self.operations = {m.group(1) for m in map(_ASSIGNED.match, entry_text.split('\n')[1:]) if m}
+    self.operations = {name for name, _, _ in bench.entry_instructions(hlo)}
     self.rounds = []  # (step seconds, {operation: seconds}) per round.
 
   def profile_step(self, workdir: str) -> None:
     e = self.entry
-    e.run(1)  # Untimed, as in the benchmark: the switch from the previous entry lands here.
+    e.run(1)  # Unprofiled, as a benchmark round: the switch from the previous entry lands here.
     trace_dir = tempfile.mkdtemp(dir=workdir)
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       t0 = time.perf_counter()
@@ -222,12 +216,12 @@ def main(argv=None) -> int:
         p.profile_step(workdir)
       print(f'round {r + 1}/{args.rounds}: ' + ', '.join(f'{a} {p.rounds[-1][0]:.3f}s' for a, p in profiled.items()),
             flush=True)
-  rows = summarize(profiled)
-  print(f'{benchmark}, batch {args.batch_size}, {args.rounds} profiled steps per attention; {bench.machine()}')
+  rows, machine = summarize(profiled), bench.machine()
+  print(f'{benchmark}, batch {args.batch_size}, {args.rounds} profiled steps per attention; {machine}')
   print(format_report(rows, args.top))
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump({'benchmark': benchmark, 'batch': args.batch_size, 'side': args.side, 'machine': bench.machine(),
+      json.dump({'benchmark': benchmark, 'batch': args.batch_size, 'side': args.side, 'machine': machine,
                  'rows': rows}, f, indent=1)
   return 0
 

@@ -163,7 +163,14 @@ class Entry:
 
 # Instructions that only name, regroup or reinterpret buffers: they run no code.
 _FREE_OPCODES = frozenset({'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast'})
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+ = (?:\([^=]*?\)|\S+) ([a-z][\w-]*)\(')
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = (?:\([^=]*?\)|\S+) ([a-z][\w-]*)\(')
+
+
+def entry_instructions(hlo_text: str) -> list[tuple[str, str, str]]:
+  """(name, opcode, line) of each instruction of the optimised step's entry computation, in order."""
+  entry = hlo_text[hlo_text.index('\nENTRY '):]
+  body = entry[:entry.index('\n}')].split('\n')[1:]
+  return [(m.group(1), m.group(2), line) for line in body for m in [_INSTRUCTION.match(line)] if m]
 
 
 def count_step_ops(hlo_text: str) -> int:
@@ -173,10 +180,7 @@ def count_step_ops(hlo_text: str) -> int:
   few microseconds whatever its size: an attention's small (N, C) operations cost that, not bandwidth,
   and the byte count does not see them. Deterministic, like the byte count.
   """
-  entry = hlo_text[hlo_text.index('\nENTRY '):]
-  body = entry[:entry.index('\n}')].split('\n')[1:]
-  opcodes = (m.group(1) for m in map(_INSTRUCTION.match, body) if m)
-  return sum(op not in _FREE_OPCODES for op in opcodes)
+  return sum(opcode not in _FREE_OPCODES for _, opcode, _ in entry_instructions(hlo_text))
 
 
 def time_rounds(entries: list, rounds: int, steps_per_round: int, log=print, round_seconds: float = 0.0) -> None:
