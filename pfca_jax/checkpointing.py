@@ -1,9 +1,11 @@
 """Orbax checkpoints in WORKDIR/checkpoints, and the preemption signal that asks for one.
 
-Each checkpoint holds the train state and a small JSON record (`meta`): the step, the data
-position's inputs (batch size, steps per epoch, seed), the best eval metrics so far and the
-accumulated wall time. Orbax writes into a temporary folder and renames it when complete, so a
-crash, a kill or a full disk during a save leaves the previous checkpoints restorable.
+Each checkpoint holds the train state and a small JSON record (`meta`): the step, the fully
+resolved config the run was trained with (`pfca_jax.run_identity` compares it with the config of a
+resuming command), the steps per epoch (the training split's size), the best eval metrics so far,
+the accumulated wall time and the provenance of every session that trained the run. Orbax writes
+into a temporary folder and renames it when complete, so a crash, a kill or a full disk during a
+save leaves the previous checkpoints restorable.
 """
 
 import os
@@ -12,6 +14,35 @@ import threading
 
 import jax
 import orbax.checkpoint as ocp
+
+
+def read_latest_meta(workdir: str) -> tuple[int, dict] | None:
+  """(step, meta) of WORKDIR's latest checkpoint, reading only its small JSON record; None when there is none.
+
+  Read-only: a workdir without checkpoints is left as it is (no folder created).
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    return None
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+                                  item_names=('state', 'meta'))
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    return step, dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+  finally:
+    manager.close()
+
+
+class TrainingStopped(Exception):
+  """Training stopped on request (SIGTERM, Ctrl-C, a preemption notice) after checkpointing its step."""
+
+  def __init__(self, message: str, signal_number: int):
+    super().__init__(message)
+    # What a shell reports for a process ended by that signal (128 + its number), so that scripts and
+    # schedulers see an unfinished run.
+    self.exit_status = 128 + signal_number
 
 
 class Checkpoints:
@@ -62,6 +93,7 @@ class StopRequest:
     self._flag = threading.Event()
     self._previous = {}
     self.signal_name = None
+    self.signal_number = int(signal.SIGTERM)  # A multi-process preemption notice arrives as SIGTERM.
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._previous[sig] = signal.signal(sig, self._handle)
@@ -69,6 +101,7 @@ class StopRequest:
   def _handle(self, signum, frame):
     del frame
     self.signal_name = signal.Signals(signum).name
+    self.signal_number = int(signum)
     if self._flag.is_set():  # A second Ctrl-C means now.
       raise KeyboardInterrupt
     self._flag.set()

@@ -1,10 +1,12 @@
 """The training loop: one function, `train_and_evaluate(config, workdir)`, for every task and device count.
 
 Order of work: everything that can fail because of what the user asked for (config values, device
-count, workdir, dataset, checkpoint compatibility) is checked before anything is compiled. Then the
+count, workdir, dataset, and whether a checkpoint already in the workdir was trained with this config:
+`pfca_jax.run_identity`) is checked before anything is compiled or written. Then the
 state is created (or restored) directly in its sharded placement and the loop runs: train steps are
 dispatched without waiting, their metrics fetched only at log steps; evaluation, checkpoints and the
-stop request (SIGTERM / preemption) are handled between steps.
+stop request (SIGTERM / preemption) are handled between steps; a stopped run raises
+`checkpointing.TrainingStopped` once its checkpoint is saved.
 """
 
 import time
@@ -12,39 +14,41 @@ import time
 import jax
 import ml_collections
 
-from pfca_jax import (checkpointing, classification, models, optim, reporting, sharding, steps, super_resolution,
-                      train_state)
+from pfca_jax import (checkpointing, classification, models, optim, provenance, reporting, run_identity, sharding,
+                      steps, super_resolution, train_state)
 from pfca_jax.validation import UserError, check_training, check_workdir
 
 # config.task -> the task's data, model, loss and evaluation.
 TASKS = {'classification': classification.ClassificationTask,
          'super_resolution': super_resolution.SuperResolutionTask}
 
-# Fields of the checkpoint's meta record that fix the data order: resuming with other values would
-# silently train on a different sequence of batches.
-DATA_POSITION_FIELDS = ('batch_size', 'steps_per_epoch', 'seed', 'dataset', 'train_split')
 
-
-def _check_resume(meta: dict, expected: dict, directory: str) -> None:
-  for field in DATA_POSITION_FIELDS:
-    if meta.get(field) != expected[field]:
-      raise UserError(f'the checkpoint in {directory} was written with {field}={meta.get(field)!r}, this run has '
-                      f'{expected[field]!r}: resuming would not continue the same run; use a new --workdir '
-                      'or the same settings')
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains and evaluates as `config` says; returns the final eval metrics (also in WORKDIR/results.json)."""
+def check_config(config: ml_collections.ConfigDict):
+  """Names, options and ranges of everything the config asks for, before any data is read; returns the task."""
   if config.task not in TASKS:
     raise UserError(f'unknown task {config.task!r}; valid: {", ".join(TASKS)}')
   task = TASKS[config.task](config)
   check_training(config)
   sharding.check_batch_size('batch_size', config.batch_size)
+  return task
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates as `config` says; returns the final eval metrics (also in WORKDIR/results.json).
+
+  Raises UserError for a mistake in what was asked for (before anything is compiled or written),
+  checkpointing.TrainingStopped when a signal stopped training (after its checkpoint is saved) and
+  reporting.TrainingDiverged on a non-finite loss or gradient norm.
+  """
+  task = check_config(config)
   workdir = check_workdir(workdir)
+  latest, recorded = run_identity.check_against_checkpoint(config, workdir)
   task.open_data()
   model = task.create_model()
 
   steps_per_epoch = task.steps_per_epoch()
+  if latest is not None:
+    run_identity.check_resume(latest, recorded, config, steps_per_epoch, workdir)
   total_steps = optim.training_length(config, steps_per_epoch)
   log_every = config.log_every_steps
   eval_every = optim.interval_steps(config, 'eval_every', steps_per_epoch)
@@ -57,20 +61,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh)
 
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
-  expected_meta = {'batch_size': config.batch_size, 'steps_per_epoch': steps_per_epoch, 'seed': config.seed,
-                   'dataset': config.dataset, 'train_split': config.train_split}
   restored = checkpoints.restore(abstract)
   if restored is None:
     state = train_state.create_state(model, tx, input_shape, config.seed, state_shardings)
-    meta = dict(expected_meta, best={}, wall_time_s=0.0)
+    meta = {'best': {}, 'wall_time_s': 0.0, 'sessions': []}
   else:
     state, meta = restored
-    _check_resume(meta, expected_meta, checkpoints.directory)
   start_step = int(state.step)
   num_params = models.count_params(state.params)
+  session = dict(provenance.collect(), start_step=start_step)
+  meta.update(config=run_identity.to_record(config), steps_per_epoch=steps_per_epoch,
+              sessions=meta.get('sessions', []) + [session])
 
   reporter = reporting.Reporter(workdir, total_steps, config.batch_size, start_step)
-  reporting.write_json(workdir, 'config.json', config.to_dict())  # What `pfca_jax.predict` rebuilds the model from.
+  # What `pfca_jax.predict` rebuilds the model from, and what produced it.
+  reporting.write_json(workdir, 'config.json', dict(meta['config'], provenance=session))
   reporter.print(f'{config.model.name} + {config.model.attention}: {num_params:,} parameters, '
                  f'{jax.device_count()} device(s) over {jax.process_count()} process(es), '
                  f'{steps_per_epoch} steps/epoch, {total_steps} steps'
@@ -110,9 +115,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         session_start = time.time()
         checkpoints.save(step, state, dict(meta, step=step))
       if stop:
-        reporter.print(f'{stop_requested.signal_name or "preemption"}: checkpoint of step {step} saved in '
-                       f'{checkpoints.directory}; rerun the same command to resume')
-        return final
+        message = (f'{stop_requested.signal_name or "preemption"}: checkpoint of step {step} saved in '
+                   f'{checkpoints.directory}; rerun the same command to resume')
+        reporter.print(message)
+        raise checkpointing.TrainingStopped(message, stop_requested.signal_number)
     if not final:  # Resumed a finished run: report its metrics again.
       final, _ = run_eval(step)
   except reporting.TrainingDiverged as e:
@@ -128,7 +134,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {'final': final, 'best': meta['best'], 'params': num_params, 'steps': step,
              'wall_time_s': meta['wall_time_s'] + time.time() - session_start,
              'train_images_per_sec': reporter.train_images_per_sec(),
-             'config': config.to_dict(), 'devices': jax.device_count(), 'processes': jax.process_count()}
+             'config': meta['config'], 'devices': jax.device_count(), 'processes': jax.process_count(),
+             'provenance': session, 'sessions': meta['sessions']}
   if getattr(task, 'per_image', None):
     results['per_image'] = task.per_image
   reporting.write_json(workdir, 'results.json', results)

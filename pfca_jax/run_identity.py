@@ -1,0 +1,155 @@
+"""A run is its config: what may change when a run is resumed, and the check that refuses everything else.
+
+Every checkpoint records the fully resolved config it was trained with (`checkpointing`). Resuming
+compares it field by field with the config of the command that resumes, before anything is compiled:
+every field is part of the run's identity (the model and its options, the attention and its options
+and position, dtype, dataset, splits, preprocessing and augmentation, batch size, optimiser and its
+hyperparameters, schedule, weight decay, seed, and any field added later), except the fields of
+`MAY_CHANGE_ON_RESUME` below, each with the reason it cannot change what is trained, and the length
+(`LENGTH_FIELDS`), which may change where the learning rate of every step already taken stays the same.
+A mismatch is refused with one line per field; nothing in the workdir is touched.
+"""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from pfca_jax import checkpointing, optim
+from pfca_jax.errors import UserError
+
+# Field -> why changing it between sessions of one run cannot change the parameters it trains.
+MAY_CHANGE_ON_RESUME = {
+    'log_every_steps': 'how often the console and train/* scalars report; the steps are the same',
+    'eval_every_steps': 'when evaluation runs; it reads the parameters and changes nothing',
+    'eval_every_epochs': 'when evaluation runs; it reads the parameters and changes nothing',
+    'checkpoint_every_steps': 'when checkpoints are written; resuming from any of them is exact',
+    'checkpoint_every_epochs': 'when checkpoints are written; resuming from any of them is exact',
+    'keep_checkpoints': 'how many old checkpoints stay on disk',
+    'eval_batch_size': 'evaluation counts every example whatever the batch (the last one padded and masked)',
+    'eval_folders': 'extra evaluation sets, each reported under its own name',
+    'eval_num_samples': 'how many sample images evaluation writes',
+    'eval_tile': 'super-resolution inference is exact whatever the tile size (tested)',
+    'eval_tile_overlap': 'super-resolution inference is exact whatever the tile size (tested)',
+    'data_dir': 'where the same prepared dataset is read from (a different dataset is caught by its size)',
+    'model.conv_impl': 'how convolutions are lowered: the same parameters and function, another kernel',
+}
+
+# May change where the learning rate of every step already taken is unchanged: a 'step', 'constant' or
+# 'cosine_restarts' run can be extended (or stopped early), a 'cosine' one, whose decay spans the
+# whole length, cannot.
+LENGTH_FIELDS = ('num_train_steps', 'num_epochs')
+
+_MISSING = '(absent)'
+
+
+def to_record(config: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON values (tuples become lists), the form stored in checkpoints and files."""
+  return json.loads(json.dumps(config.copy_and_resolve_references().to_dict(), default=str))
+
+
+def flatten(record: dict, prefix: str = '') -> dict:
+  """{'model': {'name': 'x'}} -> {'model.name': 'x'}."""
+  flat = {}
+  for key, value in record.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
+
+
+def differences(recorded: dict, current: dict, ignore=()) -> list[tuple[str, object, object]]:
+  """(field, recorded value, current value) of every field that differs, in name order."""
+  old, new = flatten(recorded), flatten(current)
+  return [(name, old.get(name, _MISSING), new.get(name, _MISSING)) for name in sorted(old.keys() | new.keys())
+          if name not in ignore and old.get(name, _MISSING) != new.get(name, _MISSING)]
+
+
+def identity_differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
+  """The differences that make `current` another run than `recorded` (the length is judged apart)."""
+  return differences(recorded, current, ignore=(*MAY_CHANGE_ON_RESUME, *LENGTH_FIELDS))
+
+
+def _show(value) -> str:
+  return value if value is _MISSING else repr(tuple(value) if isinstance(value, list) else value)
+
+
+def refuse(lines: list[str], where: str) -> None:
+  raise UserError(f'the run in {where} was trained with another config; resuming it with this one would '
+                  'continue a different run:\n' + '\n'.join(f'  {line}' for line in lines)
+                  + f'\nto train this config, give it a new --workdir; to continue the run, use the values it was '
+                    'trained with')
+
+
+def field_lines(diffs) -> list[str]:
+  return [f'{name}: checkpoint {_show(old)}, this run {_show(new)}' for name, old, new in diffs]
+
+
+def check_config(recorded: dict, config: ml_collections.ConfigDict, where: str) -> None:
+  """Refuses (UserError, one line per field) when `config` is not the run `recorded` describes."""
+  diffs = identity_differences(recorded, to_record(config))
+  if diffs:
+    refuse(field_lines(diffs), where)
+
+
+def check_length(recorded: dict, config: ml_collections.ConfigDict, steps_taken: int, steps_per_epoch: int,
+                 where: str) -> None:
+  """A changed num_train_steps / num_epochs is accepted when the learning rate of the steps taken stays the same."""
+  diffs = differences({k: recorded.get(k) for k in LENGTH_FIELDS}, {k: config.get(k) for k in LENGTH_FIELDS})
+  if not diffs:
+    return
+  before = ml_collections.ConfigDict(recorded)
+  old_total = optim.training_length(before, steps_per_epoch)
+  new_total = optim.training_length(config, steps_per_epoch)
+  if old_total == new_total:
+    return
+  if new_total < steps_taken:
+    refuse(field_lines(diffs) + [f'the checkpoint is at step {steps_taken}, past the {new_total} steps of this run'],
+           where)
+  steps = np.arange(steps_taken)
+  old_rates = np.asarray(optim.create_schedule(before, steps_per_epoch, old_total)(steps))
+  new_rates = np.asarray(optim.create_schedule(config, steps_per_epoch, new_total)(steps))
+  if not np.array_equal(old_rates, new_rates):
+    first = int(np.argmax(old_rates != new_rates))
+    refuse(field_lines(diffs) + [
+        f'{new_total} steps instead of {old_total} change the {config.schedule} schedule\'s learning rate of steps '
+        f'already taken (step {first}: {old_rates[first]:.6g} was used, this run has {new_rates[first]:.6g})'], where)
+
+
+def recorded_config(meta: dict, workdir: str) -> dict:
+  """The config a checkpoint's run was trained with: its meta record's, or for a checkpoint written before
+  configs were recorded there, WORKDIR/config.json's."""
+  if 'config' in meta:
+    return meta['config']
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    raise UserError(f'the checkpoint in {workdir} records no config and {path} cannot be read, so whether this '
+                    'command continues its run cannot be checked; give this run a new --workdir') from None
+  record.pop('provenance', None)
+  return record
+
+
+def check_against_checkpoint(config: ml_collections.ConfigDict, workdir: str):
+  """((step, meta), recorded config) of WORKDIR's latest checkpoint after checking that `config` is its run
+  (`check_config`); (None, None) when WORKDIR has no checkpoint. Reads, never writes."""
+  latest = checkpointing.read_latest_meta(workdir)
+  if latest is None:
+    return None, None
+  recorded = recorded_config(latest[1], workdir)
+  check_config(recorded, config, workdir)
+  return latest, recorded
+
+
+def check_resume(latest: tuple[int, dict], recorded: dict, config: ml_collections.ConfigDict, steps_per_epoch: int,
+                 where: str) -> None:
+  """Once the dataset is open: the training split's size and the length against the latest checkpoint."""
+  step, meta = latest
+  if meta.get('steps_per_epoch', steps_per_epoch) != steps_per_epoch:
+    refuse([f'steps_per_epoch: checkpoint {meta["steps_per_epoch"]}, this run {steps_per_epoch} (the training '
+            f'split {config.train_split!r} of {config.dataset!r} holds another number of examples here)'], where)
+  check_length(recorded, config, step, steps_per_epoch, where)
