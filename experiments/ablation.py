@@ -6,9 +6,11 @@
 
 Runs go one after another, each in WORKDIR/<attention>/seed_<seed>/ through the ordinary trainer
 (seeds config.seed, config.seed + 1, ...); rerunning the same command re-reads finished runs and
-resumes the interrupted one. Then RESULTS_DIR/NAME.md (the command, the machine, the summary table
-with differences to `none`, and every run), NAME.csv and NAME.png are written. NAME defaults to
-the config file's name (with its `:ARG`, if any). Mistakes end with one line and exit status 2.
+resumes the interrupted one; rerunning it with a changed config is refused, naming the fields. The
+attentions come from --attentions only: --config.model.attention or --config.compare_attentions is
+refused. Then RESULTS_DIR/NAME.md (the command, the machine, the summary table with differences to
+`none`, every run, and what produced them), NAME.csv and NAME.png are written. NAME defaults to the
+config file's name (with its `:ARG`, if any). Mistakes end with one line and exit status 2.
 """
 
 import datetime
@@ -64,10 +66,15 @@ def main(argv):
   cli.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
   import jax
   from pfca_jax import ablation, compare
+  from pfca_jax.checkpointing import TrainingStopped
   from pfca_jax.errors import UserError
   from pfca_jax.validation import check_workdir
   try:
     attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
+    for field in ('model.attention', 'compare_attentions'):  # Set per run here: an explicit value would be ignored.
+      if field in config_flags.get_override_values(flags.FLAGS['config']):
+        raise UserError(f'--config.{field} has no effect here: the grid trains the attentions of --attentions='
+                        f'{_ATTENTIONS.value}; put the attentions there')
     name = _NAME.value or _default_name()
     results_dir = os.path.abspath(_RESULTS_DIR.value)
     os.makedirs(results_dir, exist_ok=True)
@@ -82,6 +89,8 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
+  except TrainingStopped as e:
+    sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
   print(open(paths[0]).read())
   print('Written: ' + ', '.join(paths), flush=True)
 

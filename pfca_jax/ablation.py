@@ -1,9 +1,9 @@
 """An ablation grid: one config trained once per attention and seed, aggregated over the seeds.
 
-`run_grid` trains every (seed, attention) pair of the grid through the ordinary trainer, each in
-WORKDIR/<attention>/seed_<seed>/, seed by seed so that a grid stopped half-way already holds whole
-comparisons. A run whose results.json matches its config is finished and only re-read; any other
-is resumed from its checkpoints by the trainer, so rerunning the same command continues the grid.
+`run_grid` trains every (seed, attention) pair of the grid through `pfca_jax.grid` (the driver that
+`compare_attentions` uses too), each in WORKDIR/<attention>/seed_<seed>/, seed by seed so that a grid
+stopped half-way already holds whole comparisons. Rerunning the same command re-reads finished runs,
+resumes the interrupted one and refuses a changed config, naming the fields.
 `aggregate` turns the runs' results.json into one row per attention (mean and sample standard
 deviation over seeds of each headline eval metric and of the training throughput, parameters and
 GFLOPs, and the differences to `none`); `write_results` writes them as NAME.md, NAME.csv and
@@ -13,58 +13,19 @@ The command line is experiments/ablation.py.
 """
 
 import csv
-import json
 import math
 import os
 import statistics
 
-from pfca_jax import compare, plot, progress, train
+from pfca_jax import compare, grid, plot, progress, provenance
 from pfca_jax.errors import UserError
 
 
-def run_dir(workdir: str, attention: str, seed: int) -> str:
-  return os.path.join(workdir, attention, f'seed_{seed}')
-
-
-def _run_config(config, attention: str, seed: int):
-  run_config = config.copy_and_resolve_references()
-  run_config.model.attention = attention
-  run_config.seed = seed
-  run_config.compare_attentions = ''
-  return run_config
-
-
-def _finished(directory: str, run_config) -> dict | None:
-  """The run's results.json when it exists and was written for exactly this config, else None."""
-  path = os.path.join(directory, 'results.json')
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    results = json.load(f)
-  return results if results.get('config') == json.loads(json.dumps(run_config.to_dict())) else None
-
-
 def run_grid(config, workdir: str, attentions: list[str], seeds: int, log=print) -> list[dict]:
-  """Trains (or re-reads) every run of the grid; returns one dict per run with its results and cost."""
+  """Trains (or re-reads) every run of the grid, seeds config.seed, config.seed + 1, ...; one dict per run."""
   if seeds < 1:
     raise UserError(f'--seeds={seeds} must be at least 1')
-  seed_values = [config.seed + k for k in range(seeds)]
-  total, runs, costs = len(seed_values) * len(attentions), [], {}
-  for seed in seed_values:
-    for attention in attentions:
-      run_config = _run_config(config, attention, seed)
-      directory = run_dir(workdir, attention, seed)
-      results = _finished(directory, run_config)
-      state = 'finished, re-read' if results else 'training'
-      log(f'== run {len(runs) + 1}/{total}: attention {attention}, seed {seed} -> {directory} ({state})')
-      if results is None:
-        train.train_and_evaluate(run_config, directory)
-        with open(os.path.join(directory, 'results.json')) as f:
-          results = json.load(f)
-      if attention not in costs:
-        costs[attention] = compare.cost(run_config)
-      runs.append(dict(results, attention=attention, seed=seed, workdir=directory, cost=costs[attention]))
-  return runs
+  return grid.train_each(config, workdir, attentions, [config.seed + k for k in range(seeds)], log=log)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -208,7 +169,7 @@ def write_results(runs: list[dict], results_dir: str, name: str, header: str) ->
   os.makedirs(results_dir, exist_ok=True)
   md, table_csv, png = (os.path.join(results_dir, f'{name}.{ext}') for ext in ('md', 'csv', 'png'))
   with open(md, 'w') as f:
-    f.write(f'{header}\n\n{format_markdown(metrics, rows)}\n')
+    f.write(f'{header}\n\n{format_markdown(metrics, rows)}\n\n{provenance.footer(runs)}\n')
   write_csv(table_csv, metrics, rows)
   plot_bands(runs, metrics[0], png)
   return [md, table_csv, png]

@@ -1,25 +1,27 @@
 """Train one config with several attentions, one after another, and print them side by side.
 
-`config.compare_attentions = 'none,pfca'` makes `python -m pfca_jax.main` run the ordinary trainer
-once per attention, in WORKDIR/<attention>/ (each resumable on its own: rerunning the command picks
-up an interrupted run and re-reads finished ones), then print one table: the headline eval metrics,
+`config.compare_attentions = 'none,pfca'` makes `python -m pfca_jax.main` train the config once per
+attention through `pfca_jax.grid` (each run in WORKDIR/<attention>/; rerunning the command re-reads
+finished runs and resumes an interrupted one), then print one table: the headline eval metrics,
 parameters, forward GFLOPs at the training input size, measured training throughput and wall time,
-each with its difference to the first attention (the baseline). Super-resolution runs add a table
-per evaluation set with every image's Y-PSNR / Y-SSIM next to bicubic upscaling. The tables are
-also written to WORKDIR/comparison.md, their numbers to WORKDIR/comparison.json, and the runs'
-curves to WORKDIR/comparison.png (pfca_jax.plot).
+each with its difference to the first attention (the baseline), and a footer naming the code and
+machine that produced each run. Super-resolution runs add a table per evaluation set with every
+image's Y-PSNR / Y-SSIM next to bicubic upscaling. The tables are also written to
+WORKDIR/comparison.md, their numbers to WORKDIR/comparison.json, and the runs' curves to
+WORKDIR/comparison.png (pfca_jax.plot).
+
+An explicit `--config.model.attention=A` is never ignored: with the list from the config file (the
+quick starts' 'none,pfca') it replaces the entries after the first, so the baseline is compared with
+A; with an explicit `--config.compare_attentions` too, A must be one of its entries.
 """
 
-import json
 import os
 
 import jax
 
-from pfca_jax import plot, progress, reporting, train
+from pfca_jax import grid, plot, progress, provenance, reporting
 from pfca_jax.errors import UserError
-from pfca_jax.models import summary
 from pfca_jax.models.attention import ATTENTIONS
-from pfca_jax.validation import check_workdir
 
 # Metric name endings shown in the table, in this order, with their column titles; a table gets a
 # column for each final metric that ends so (one per evaluation set).
@@ -37,40 +39,34 @@ def parse_attentions(text: str, label: str) -> list[str]:
   return names
 
 
-def attentions(config) -> list[str]:
-  """The attentions of config.compare_attentions (parse_attentions)."""
-  return parse_attentions(config.compare_attentions, 'compare_attentions')
+def check_attention_name(name: str, label: str) -> None:
+  if name not in ATTENTIONS:
+    raise UserError(f'{label}={name!r}: unknown attention; valid: {", ".join(ATTENTIONS)}')
 
 
-def _config_for(config, attention: str):
-  run_config = config.copy_and_resolve_references()
-  run_config.model.attention = attention
-  run_config.compare_attentions = ''
-  return run_config
+def attentions(config, overrides: dict | None = None) -> list[str]:
+  """The attentions to train: config.compare_attentions, with an explicit --config.model.attention applied.
+
+  `overrides` are the command line's explicit --config.FIELD values (config_flags.get_override_values).
+  """
+  names = parse_attentions(config.compare_attentions, 'compare_attentions')
+  explicit = (overrides or {}).get('model.attention')
+  if explicit is None:
+    return names
+  check_attention_name(explicit, '--config.model.attention')
+  if 'compare_attentions' not in overrides:
+    return list(dict.fromkeys([names[0], explicit]))
+  if explicit not in names:
+    raise UserError(f'--config.model.attention={explicit} is not one of --config.compare_attentions='
+                    f'{config.compare_attentions}, which are the attentions trained: add it to that list, or give '
+                    f'--config.compare_attentions= to train {explicit} alone')
+  return names
 
 
-def cost(run_config) -> dict:
-  """Parameters and forward FLOPs of one example at the training input size (no data is read)."""
-  task = train.TASKS[run_config.task](run_config)
-  task.open_data()
-  shape = task.input_shape()
-  return dict(summary.summarize(task.create_model(), shape), input=f'{shape[1]}x{shape[2]}')
-
-
-def run(config, workdir: str) -> list[dict]:
+def run(config, workdir: str, overrides: dict | None = None) -> list[dict]:
   """Trains config once per attention; returns one row per run (results.json plus cost)."""
-  names = attentions(config)
-  workdir = check_workdir(workdir)
-  rows = []
-  for i, name in enumerate(names):
-    run_config = _config_for(config, name)
-    run_dir = os.path.join(workdir, name)
-    if jax.process_index() == 0:
-      print(f'== run {i + 1}/{len(names)}: attention {name} -> {run_dir}', flush=True)
-    train.train_and_evaluate(run_config, run_dir)
-    with open(os.path.join(run_dir, 'results.json')) as f:
-      results = json.load(f)
-    rows.append(dict(results, attention=name, workdir=run_dir, cost=cost(run_config)))
+  rows = grid.train_each(config, workdir, attentions(config, overrides))
+  workdir = os.path.abspath(workdir)
   text = format_tables(rows)
   if jax.process_index() == 0:
     print('\n' + text, flush=True)
@@ -78,7 +74,7 @@ def run(config, workdir: str) -> list[dict]:
       f.write(text + '\n')
     reporting.write_json(workdir, 'comparison.json', {'runs': [
         {k: r[k] for k in ('attention', 'workdir', 'final', 'best', 'params', 'cost', 'train_images_per_sec',
-                           'wall_time_s', 'per_image') if k in r} for r in rows]})
+                           'wall_time_s', 'per_image', 'provenance', 'sessions') if k in r} for r in rows]})
     figure = plot.plot_runs([r['workdir'] for r in rows], os.path.join(workdir, 'comparison.png'))
     print(f'Written: {os.path.join(workdir, "comparison.md")}, {figure}', flush=True)
   return rows
@@ -140,6 +136,7 @@ def format_tables(rows: list[dict]) -> str:
     lines.append(cells)
   text = [table(header, lines)]
   text += [_per_image_table(name, rows) for name in base.get('per_image') or {}]
+  text.append(provenance.footer(rows))
   return '\n\n'.join(text)
 
 

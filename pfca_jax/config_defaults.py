@@ -70,6 +70,7 @@ def classification() -> ml_collections.ConfigDict:
   c.seed = 0                          # Initialisation, shuffling and augmentation.
   # Comma-separated attentions to train one after another with this config, each in WORKDIR/<attention>,
   # followed by a side-by-side table (WORKDIR/comparison.md); empty: one run of model.attention in WORKDIR.
+  # An explicit --config.model.attention=A replaces the entries after the first (docs/runs.md).
   c.compare_attentions = ''
   return c
 
@@ -140,8 +141,12 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
 
   c.eval_folders = ''                 # Comma-separated benchmark folders of HR images, each 'HR_DIR' or 'HR_DIR|LR_DIR'.
   c.eval_max_images = -1              # Evaluate only the first N images of each set (-1: all).
-  c.eval_tile = 160                   # LR side of the tiles large images are processed in.
-  c.eval_tile_overlap = 40            # LR context discarded at inner tile edges (MSRResNet's receptive radius ~35).
+  # Evaluation runs the residual body (where the attention is) on the whole LR image and the upsampling
+  # tail in tiles of eval_tile LR pixels: exact whatever the size (pfca_jax/tiling.py). Images above
+  # 2048 x 2048 LR pixels go through the whole network in tiles, with eval_tile_overlap LR pixels of
+  # context discarded at inner edges (MSRResNet's receptive radius is ~35).
+  c.eval_tile = 160
+  c.eval_tile_overlap = 40
   c.eval_num_samples = 3              # LR/bicubic/SR/HR comparison images written per set and evaluation.
 
   c.log_every_steps = 100
@@ -153,6 +158,7 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.seed = 0
   # Comma-separated attentions to train one after another with this config, each in WORKDIR/<attention>,
   # followed by a side-by-side table (WORKDIR/comparison.md); empty: one run of model.attention in WORKDIR.
+  # An explicit --config.model.attention=A replaces the entries after the first (docs/runs.md).
   c.compare_attentions = ''
   return c
 

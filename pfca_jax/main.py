@@ -3,7 +3,8 @@
 Only parses flags, joins the processes of a multi-host run, and calls
 `pfca_jax.train.train_and_evaluate` (or, when the config sets `compare_attentions`,
 `pfca_jax.compare.run`, which calls it once per attention). Mistakes in what was asked for end with one line on stderr
-and exit status 2; divergence with one line and status 3.
+(a refused resume with one more line per differing field) and exit status 2; divergence with one line and
+status 3; a stop by SIGTERM or Ctrl-C, once its checkpoint is saved, with 128 + the signal's number (143, 130).
 """
 
 import functools
@@ -34,12 +35,12 @@ def main(argv):
     sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
   logging.set_verbosity(logging.ERROR)  # Our progress goes to stdout; TFDS's info chatter does not.
   cli.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from pfca_jax import compare, reporting, train
+  from pfca_jax import checkpointing, compare, reporting, train
   from pfca_jax.validation import UserError
   config = _CONFIG.value
   try:
     if config.get('compare_attentions'):
-      compare.run(config, _WORKDIR.value)
+      compare.run(config, _WORKDIR.value, overrides=config_flags.get_override_values(flags.FLAGS['config']))
     else:
       train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
@@ -48,6 +49,8 @@ def main(argv):
   except reporting.TrainingDiverged as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(3)
+  except checkpointing.TrainingStopped as e:
+    sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
 
 
 if __name__ == '__main__':

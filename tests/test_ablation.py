@@ -4,12 +4,15 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+from conftest import load_repo_module
 
-from pfca_jax import ablation, compare
+from pfca_jax import ablation, compare, data
+from pfca_jax.checkpointing import TrainingStopped
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP1 = 'eval/test/top1'
@@ -63,6 +66,8 @@ def run_cli(*args, timeout=600):
     (['--attentions=pfca,cbam'], "error: --attentions='pfca,cbam': cbam is not valid"),
     (['--seeds=0'], 'error: --seeds=0 must be at least 1'),
     (['--config.no_such_field=1'], "error: unknown config field 'no_such_field'"),
+    (['--config.model.attention=se'], 'error: --config.model.attention has no effect here: the grid trains the '
+                                      'attentions of --attentions=none,pfca,se,eca,simam'),
 ])
 def test_mistakes_end_in_one_line_before_training(args, message, tmp_path):
   done = run_cli('--config=configs/quickstart.py', f'--workdir={tmp_path}/runs', *args, timeout=120)
@@ -70,13 +75,35 @@ def test_mistakes_end_in_one_line_before_training(args, message, tmp_path):
   assert not os.path.exists(tmp_path / 'runs' / 'none')
 
 
-def test_digits_grid_runs_resumes_and_writes_its_tables(tmp_path):
-  """Two attentions x two seeds of the shrunk digits quick start, then the same command again."""
+def test_digits_grid_resumes_when_interrupted_rereads_when_done_and_refuses_a_changed_config(tmp_path, monkeypatch):
+  """Two attentions x two seeds of the shrunk digits quick start: stopped by SIGTERM in its second run, then the
+  same command (which resumes that run and trains the rest), the same again, and one with another config."""
   args = ['--config=configs/quickstart.py', '--seeds=2', '--attentions=none,pfca', f'--workdir={tmp_path}/runs',
           f'--results_dir={tmp_path}/results', f'--config.data_dir={tmp_path}/tfds', '--config.num_train_steps=3',
           '--config.log_every_steps=1', '--config.eval_every_steps=3', '--config.checkpoint_every_steps=3']
+  config = load_repo_module('configs/quickstart.py').get_config()
+  config.update(dict(data_dir=f'{tmp_path}/tfds', num_train_steps=3, log_every_steps=1, eval_every_steps=3,
+                     checkpoint_every_steps=3))
+  original, started = data.train_iterator, []
+
+  def stopped_in_the_second_run(config, info, start_step=0):
+    started.append(config.model.attention)
+    for i, batch in enumerate(original(config, info, start_step=start_step)):
+      if len(started) == 2 and i == 1:  # SIGTERM while its second batch is prepared (by the prefetcher).
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(data, 'train_iterator', stopped_in_the_second_run)
+  with pytest.raises(TrainingStopped, match='checkpoint of step [12] saved'):
+    ablation.run_grid(config, f'{tmp_path}/runs', ['none', 'pfca'], 2)
+  saved = os.listdir(tmp_path / 'runs' / 'pfca' / 'seed_0' / 'checkpoints')
+  assert started == ['none', 'pfca'] and saved in (['1'], ['2'])
+
   done = run_cli(*args)
   assert done.returncode == 0, done.stderr[-3000:]
+  assert [line.rsplit(' (', 1)[1] for line in done.stdout.splitlines() if line.startswith('== run')] == \
+      ['finished, re-read)', 'resuming)', 'training)', 'training)']
+  assert f'resuming at step {saved[0]}' in done.stdout
   finals = {}
   for attention in ('none', 'pfca'):
     for seed in (0, 1):
@@ -90,9 +117,16 @@ def test_digits_grid_runs_resumes_and_writes_its_tables(tmp_path):
   assert text.startswith('# Ablation: quickstart') and 'experiments/ablation.py --config=configs/quickstart.py' in text
   for (attention, seed), final in finals.items():
     assert f'| {attention} ' in text and f'{100 * final[TOP1]:.2f}' in text
+  assert 'Produced by pfca-jax 0.1.0' in text  # Runs trained in-process and by the command: one line each.
   assert os.path.getsize(tmp_path / 'results' / 'quickstart.png') > 0
   assert os.path.getsize(tmp_path / 'results' / 'quickstart.csv') > 0
+
   again = run_cli(*args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count('(finished, re-read)') == 4 and '(training)' not in again.stdout
   assert open(tmp_path / 'results' / 'quickstart.md').read().split('Per run:')[1] == text.split('Per run:')[1]
+
+  refused = run_cli(*args, '--config.weight_decay=0.001')
+  assert refused.returncode == 2 and '== run' not in refused.stdout
+  assert f'error: the run in {tmp_path}/runs/none/seed_0 was trained with another config' in refused.stderr
+  assert '  weight_decay: checkpoint 0.0005, this run 0.001' in refused.stderr.splitlines()

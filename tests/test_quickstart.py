@@ -5,9 +5,10 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
-from conftest import REPO, load_repo_module
+from conftest import REPO, checkpointed_state, load_repo_module
 from sklearn.datasets import load_digits
 
 from pfca_jax import compare, metrics
@@ -16,6 +17,8 @@ from pfca_jax.data import digits, skimage_photos, tfds_source
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
+from pfca_jax.tiling import to_uint8
+from pfca_jax.validation import create_model
 
 def load_config(name, arg=None):
   return load_repo_module(f'configs/{name}.py').get_config(arg)
@@ -93,13 +96,39 @@ def test_quickstart_config_argument_picks_the_compared_attention():
     compare.attentions(config)
 
 
+def test_an_explicit_attention_is_compared_with_the_baseline_or_refused():
+  config = load_config('quickstart')
+  assert compare.attentions(config, {'model.attention': 'se'}) == ['none', 'se']
+  assert compare.attentions(config, {'model.attention': 'none'}) == ['none']
+  assert compare.attentions(config, {'seed': 3}) == ['none', 'pfca']
+  with pytest.raises(UserError, match="--config.model.attention='pcfa': unknown attention; valid: none, pfca"):
+    compare.attentions(config, {'model.attention': 'pcfa'})
+  config.compare_attentions = 'none,pfca,eca'
+  explicit = {'model.attention': 'eca', 'compare_attentions': 'none,pfca,eca'}
+  assert compare.attentions(config, explicit) == ['none', 'pfca', 'eca']
+  with pytest.raises(UserError, match='--config.model.attention=se is not one of --config.compare_attentions='
+                                      'none,pfca,eca, which are the attentions trained'):
+    compare.attentions(config, dict(explicit, **{'model.attention': 'se'}))
+
+
+def run_main(*args, timeout=300):
+  return subprocess.run([sys.executable, '-m', 'pfca_jax.main', *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def checkpoint_files(workdir):
+  return sorted(os.path.join(folder, name) for folder, _, names in os.walk(workdir) for name in names
+                if 'checkpoints' in folder)
+
+
 def test_digits_quickstart_through_the_command_line(data_dir, tmp_path):
-  """The README's first command, shrunk to a few steps: both runs, their results and the side-by-side table."""
+  """The README's first command, shrunk to a few steps: both runs, their results and the side-by-side table;
+  the same command again re-reads them; a changed one is refused."""
   workdir = str(tmp_path / 'quickstart')
-  command = [sys.executable, '-m', 'pfca_jax.main', '--config=configs/quickstart.py', f'--workdir={workdir}',
-             f'--config.data_dir={data_dir}', '--config.num_train_steps=4', '--config.log_every_steps=2',
-             '--config.eval_every_steps=4', '--config.checkpoint_every_steps=4']
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  args = ['--config=configs/quickstart.py', f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+          '--config.num_train_steps=4', '--config.log_every_steps=2', '--config.eval_every_steps=4',
+          '--config.checkpoint_every_steps=4']
+  done = run_main(*args)
   assert done.returncode == 0, done.stderr[-3000:]
   for attention in ('none', 'pfca'):
     with open(os.path.join(workdir, attention, 'results.json')) as f:
@@ -107,13 +136,40 @@ def test_digits_quickstart_through_the_command_line(data_dir, tmp_path):
     assert results['steps'] == 4 and results['params'] == 272_474
     assert results['final']['eval/test/examples'] == 360
     assert results['config']['model']['attention'] == attention
+    assert 'pfca_jax.main --config=configs/quickstart.py' in results['provenance']['command']
   table = open(os.path.join(workdir, 'comparison.md')).read()
   assert table in done.stdout
   header, _, none_row, pfca_row = table.splitlines()[:4]
   assert 'test top-1' in header and 'GFLOPs (16x16)' in header and 'train img/s' in header
   assert none_row.startswith('| none ') and '272,474 ' in none_row
   assert pfca_row.startswith('| pfca ') and '272,474 (+0)' in pfca_row
+  footer = table.split('\n\n')[-2:]
+  assert footer[0].startswith('Produced by pfca-jax 0.1.0') and '8 x cpu (cpu), 1 process' in footer[0]
+  assert footer[1].startswith('Command: `') and '--config=configs/quickstart.py' in footer[1]
   assert os.path.getsize(os.path.join(workdir, 'comparison.png')) > 0
+
+  saved = {path: os.path.getmtime(path) for path in checkpoint_files(workdir)}
+  again = run_main(*args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count('(finished, re-read)') == 2 and 'step ' not in again.stdout
+  assert table in again.stdout
+  assert {path: os.path.getmtime(path) for path in checkpoint_files(workdir)} == saved
+
+  results = open(os.path.join(workdir, 'pfca', 'results.json')).read()
+  refused = run_main(*args, '--config.base_learning_rate=0.05', '--config.model.attention=pfca')
+  assert refused.returncode == 2 and refused.stdout == ''
+  lines = refused.stderr.strip().splitlines()
+  lines = lines[next(i for i, line in enumerate(lines) if line.startswith('error:')):]  # After TensorFlow's noise.
+  assert lines[0] == f'error: the run in {workdir}/none was trained with another config; resuming it with this ' \
+                     'one would continue a different run:', refused.stderr
+  assert lines[1:-1] == ['  base_learning_rate: checkpoint 0.1, this run 0.05']
+  assert open(os.path.join(workdir, 'pfca', 'results.json')).read() == results
+
+  for wrong, message in (('--config.model.attention=pcfa', "--config.model.attention='pcfa': unknown attention"),
+                         ('--config.compare_attentions=none,se', '--config.model.attention=pfca is not one of')):
+    refused = run_main(*args, wrong, '--config.model.attention=pfca' if 'compare' in wrong else '--config.seed=0')
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith('error: ' + message), \
+        refused.stderr[-2000:]
 
 
 def test_sr_quickstart_scores_every_held_out_photo_against_bicubic(data_dir, tmp_path):
@@ -141,3 +197,13 @@ def test_sr_quickstart_scores_every_held_out_photo_against_bicubic(data_dir, tmp
   assert 'eval/skimage_photos/bicubic_psnr_y' not in results['best']
   text = (tmp_path / 'comparison.md').read_text()
   assert 'skimage_photos: Y-PSNR dB / Y-SSIM per image' in text and f'| {names[1]} ' in text
+  # The scores are those of the trained function, the whole-image forward pass, though evaluation tiles the
+  # upsampling (the photos' LR sides, 213-320, exceed the 160-pixel tiles).
+  model = create_model(config, scale=2)
+  params = {'params': checkpointed_state(str(tmp_path / 'pfca'))['params']}
+  forward = jax.jit(model.apply)
+  for row, example in zip(images, sr_data.eval_images(config)):
+    assert row['name'] == example['name'] and max(example['lr'].shape) > config.eval_tile
+    sr = to_uint8(np.asarray(forward(params, example['lr'][None].astype(np.float32) / 255))[0])
+    assert row['psnr_y'] == pytest.approx(metrics.psnr(sr, example['hr'], 2), abs=1e-5)
+    assert row['ssim_y'] == pytest.approx(metrics.ssim(sr, example['hr'], 2), abs=1e-7)
