@@ -6,8 +6,9 @@
 The model is rebuilt from WORKDIR/config.json and only its parameters and BatchNorm statistics are
 read from the latest checkpoint, so neither the training data nor the optimiser state is needed, and
 a run trained on many devices predicts on one. Classification preprocesses each image exactly as
-evaluation does; upscaling goes in overlapping tiles (`pfca_jax.tiling`), so a large photo needs
-bounded model memory, with a progress bar over the tiles.
+evaluation does. Upscaling computes what evaluation computes (`pfca_jax.tiling.Upscaler`): the
+residual body, where the attention is, on the whole image, the upsampling tail in overlapping tiles,
+with a progress bar over the tiles; above 2048 x 2048 pixels the whole network goes in tiles, with a note.
 
 Everything a user can get wrong (a missing or unreadable image, an output path that cannot be written,
 a workdir that is not a run of the right task or has no checkpoint, bad tile sizes) is checked before
@@ -27,7 +28,6 @@ from pfca_jax import image_io
 from pfca_jax.errors import UserError
 
 TASK_COMMANDS = {'classification': 'classify', 'super_resolution': 'upscale'}
-TILE_BATCH = 4  # Tiles per model call: the batch `SuperResolutionTask` evaluates with on one device.
 
 
 def note(text: str) -> None:
@@ -79,6 +79,7 @@ def open_run(workdir: str, task: str):
     raise UserError(f'workdir {workdir!r} has no checkpoint in {os.path.join(workdir, "checkpoints")} '
                     '(training saves one every checkpoint_every_steps and at its end)')
   import ml_collections
+  content.pop('provenance', None)  # What produced the run, not part of its config.
   return ml_collections.ConfigDict(content)
 
 
@@ -264,13 +265,10 @@ class TileProgress:
       self.bar.close()
 
 
-def upscale_image(forward, rgb: np.ndarray, scale: int, *, tile: int, overlap: int,
-                  progress=None) -> np.ndarray:
-  """The uint8 (scale*H, scale*W, 3) super-resolution of a uint8 RGB image, tile by tile."""
+def upscale_image(upscaler, rgb: np.ndarray, progress=None) -> np.ndarray:
+  """The uint8 (scale*H, scale*W, 3) super-resolution of a uint8 RGB image by a `tiling.Upscaler`."""
   from pfca_jax import tiling
-  lr = rgb.astype(np.float32) / 255.0
-  return tiling.to_uint8(tiling.upscale(forward, lr, scale, tile=tile, overlap=overlap, batch=TILE_BATCH,
-                                 progress=progress))
+  return tiling.to_uint8(upscaler(rgb.astype(np.float32) / 255.0, progress=progress))
 
 
 def upscale(args) -> None:
@@ -282,9 +280,10 @@ def upscale(args) -> None:
   from pfca_jax import tiling
   try:
     tiling.check_tiles(tile, overlap)
+    tiling.check_tiles(tile, tiling.RECONSTRUCT_RADIUS)
   except ValueError:
-    raise UserError(f'--tile={tile} --overlap={overlap}: need tile >= 1 and 0 <= overlap < tile / 2 '
-                    f'(the run evaluated with --tile={config.eval_tile} --overlap={config.eval_tile_overlap})') from None
+    raise UserError(f'--tile={tile} --overlap={overlap}: need 0 <= overlap < tile / 2 and '
+                    f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} --overlap={config.eval_tile_overlap})') from None
   image = image_io.read_image(args.input)
   for text in image.notes:
     note(text)
@@ -293,10 +292,15 @@ def upscale(args) -> None:
          if stores_alpha else
          f'{args.input} has an alpha channel, which {os.path.splitext(args.output)[1]} files cannot store; dropped')
   model = create_model(config)
-  forward = make_forward(model, restore_variables(args.workdir, model, (1, tile, tile, 3)))
+  upscaler = tiling.Upscaler(model, tile=tile, overlap=overlap)
+  upscaler.use(restore_variables(args.workdir, model, (1, tile, tile, 3)))
+  height, width = image.rgb.shape[:2]
+  if height * width > upscaler.max_whole_pixels:
+    note(f'{args.input} is {width}x{height}, above {upscaler.max_whole_pixels:,} pixels: the whole network goes in '
+         f'tiles (--tile={tile} --overlap={overlap}), where an attention sees each tile\'s statistics, not the image\'s')
   progress = TileProgress(f'upscale x{config.scale}')
   try:
-    sr = upscale_image(forward, image.rgb, config.scale, tile=tile, overlap=overlap, progress=progress)
+    sr = upscale_image(upscaler, image.rgb, progress=progress)
   finally:
     progress.close()
   alpha = None
@@ -304,7 +308,6 @@ def upscale(args) -> None:
     from pfca_jax.imresize import imresize
     alpha = imresize(image.alpha[..., None], config.scale)[..., 0]
   image_io.write_image(args.output, sr, alpha)
-  height, width = image.rgb.shape[:2]
   print(f'{args.output}: {sr.shape[1]}x{sr.shape[0]} (x{config.scale} of {width}x{height})', flush=True)
 
 
@@ -333,7 +336,8 @@ def parser() -> argparse.ArgumentParser:
                  help=f'Result; its extension gives the format: {", ".join(image_io.OUTPUT_FORMATS)}.')
   u.add_argument('--tile', type=int, default=None, help="LR side of the tiles (default: the run's eval_tile).")
   u.add_argument('--overlap', type=int, default=None,
-                 help="LR context discarded at inner tile edges (default: the run's eval_tile_overlap).")
+                 help="LR context discarded at inner tile edges when a very large image goes through the whole "
+                      "network in tiles (default: the run's eval_tile_overlap).")
   return main_parser
 
 

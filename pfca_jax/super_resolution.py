@@ -1,8 +1,10 @@
 """Super-resolution: the L1 loss and the BasicSR-faithful evaluation, as the task the trainer runs.
 
-Evaluation works on whole images, one at a time, in overlapping tiles of one fixed shape (so one
-compiled program serves every image and memory stays bounded). The output is clipped to [0, 255]
-and rounded like a saved 8-bit image, then scored with PSNR/SSIM on the BT.601 Y channel after
+Evaluation works on whole images, one at a time: the residual body, where every attention is, sees
+the whole LR image, and the upsampling tail goes in overlapping tiles of one fixed shape, so the
+scores are those of the function that was trained, for every attention, with bounded memory on the
+HR side (`pfca_jax.tiling.Upscaler`). The output is clipped to [0, 255] and rounded like a saved
+8-bit image, then scored with PSNR/SSIM on the BT.601 Y channel after
 cropping `scale` border pixels (CONVENTIONS.md section 4); RGB PSNR is reported too, and the same
 Y scores of bicubic upscaling (MATLAB imresize) as the reference every model must beat. Each process
 scores its own share of the images on its own devices; the sums are then added over processes.
@@ -17,7 +19,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pfca_jax import metrics, progress, sharding, tiling
+from pfca_jax import metrics, progress, tiling
 from pfca_jax.data import sr_folders
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
@@ -52,6 +54,11 @@ class SuperResolutionTask:
     self.config = config
     create_model(config, scale=config.scale)  # Names, options and the scale before any data access.
     self.folders = parse_folders(config.eval_folders)
+    try:
+      tiling.check_tiles(config.eval_tile, config.eval_tile_overlap)
+      tiling.check_tiles(config.eval_tile, tiling.RECONSTRUCT_RADIUS)
+    except ValueError as e:
+      raise UserError(f'eval_tile={config.eval_tile}, eval_tile_overlap={config.eval_tile_overlap}: {e}') from None
 
   def open_data(self) -> None:
     self.info = sr_data.dataset_info(self.config)
@@ -74,12 +81,8 @@ class SuperResolutionTask:
 
   def build_eval(self, state_shardings, mesh) -> None:
     del state_shardings, mesh  # Evaluation runs on this process's devices only (see the module docstring).
-    self._mesh = sharding.create_mesh(jax.local_devices())
-    devices = len(jax.local_devices())
-    self._tile_batch = -(-4 // devices) * devices
-    self._forward = jax.jit(lambda variables, x: self.model.apply(variables, x, train=False),
-                            in_shardings=(sharding.replicated(self._mesh), sharding.batch_sharded(self._mesh)),
-                            out_shardings=sharding.batch_sharded(self._mesh))
+    self._upscaler = tiling.Upscaler(self.model, tile=self.config.eval_tile, overlap=self.config.eval_tile_overlap,
+                                     devices=jax.local_devices())
 
   def _sets(self):
     config = self.config
@@ -98,10 +101,8 @@ class SuperResolutionTask:
     """Mean Y-PSNR, Y-SSIM, RGB PSNR (and bicubic's Y scores) per set, as {'eval/<set>/<metric>': value}."""
     config = self.config
     # This process's replica of the (replicated) parameters, placed on its own devices.
-    variables = jax.device_put(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}),
-                               sharding.replicated(self._mesh))
-    batch_sharding = sharding.batch_sharded(self._mesh)
-    apply_fn = lambda tiles: np.asarray(self._forward(variables, jax.device_put(tiles, batch_sharding)))
+    upscale = self._upscaler.use(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}))
+    upscale.tiled_images = 0
     results, self.per_image = {}, {}
     for name, images in self._sets():
       t0 = time.perf_counter()
@@ -112,9 +113,7 @@ class SuperResolutionTask:
         if 0 <= config.eval_max_images <= i * jax.process_count():
           break
         lr = image['lr'].astype(np.float32) / 255.0
-        out = tiling.upscale(apply_fn, lr, config.scale, tile=config.eval_tile, overlap=config.eval_tile_overlap,
-                             batch=self._tile_batch)
-        sr_image = to_uint8(out)
+        sr_image = to_uint8(upscale(lr))
         bicubic = imresize(image['lr'], config.scale)
         scores = [metrics.psnr(sr_image, image['hr'], config.scale), metrics.ssim(sr_image, image['hr'], config.scale),
                   metrics.psnr(sr_image, image['hr'], config.scale, y_channel=False),
@@ -132,6 +131,11 @@ class SuperResolutionTask:
       means = {'psnr_y': sums[1] / sums[0], 'ssim_y': sums[2] / sums[0], 'psnr_rgb': sums[3] / sums[0],
                'bicubic_psnr_y': sums[4] / sums[0], 'bicubic_ssim_y': sums[5] / sums[0], 'images': int(sums[0])}
       reporter.write_eval(step, name, means, time.perf_counter() - t0)
+      if upscale.tiled_images:
+        reporter.print(f'note: {upscale.tiled_images} image(s) of {name} are above {tiling.MAX_WHOLE_PIXELS:,} LR '
+                       'pixels and went through the whole network in tiles: with attention, their scores are '
+                       'those of per-tile statistics')
+        upscale.tiled_images = 0
       results.update({f'eval/{name}/{k}': float(v) if k != 'images' else v for k, v in means.items()})
     return results
 

@@ -1,20 +1,32 @@
-"""Super-resolve an image of any size in overlapping tiles, so memory and compiled shapes stay bounded.
+"""Super-resolve an image of any size: the attention sees the whole image, the upsampling goes in tiles.
 
-Every tile has the same LR shape (tile x tile) and tiles go through the model in batches of a fixed
-size, so one compiled program serves every image at least a tile wide and high; a smaller image is
-small enough to go through whole (padding it would change the output near its border). Each tile contributes only its centre: `overlap` LR pixels next to an inner edge are
-discarded, where the tile's missing context would change the output.
+Channel attention (PFCA, SE, ECA) averages each channel over the whole feature map it is given, and
+SimAM over each channel's pixels: run on a tile instead of the image, every one of them computes a
+slightly different function. In MSRResNet every attention sits in the residual body, at LR
+resolution, so `Upscaler` runs the body (`MSRResNet.features`) on the whole LR image, then the
+pixel-shuffle tail and bilinear skip (`MSRResNet.reconstruct`), which read at most
+`RECONSTRUCT_RADIUS` LR pixels around each output pixel and hold the large HR-resolution activations,
+in overlapping tiles of one fixed shape. Each tile contributes only its centre, so the result is the
+whole-image forward pass up to float rounding, for every attention (tested), while the HR-side
+memory stays bounded and the tiles share one compiled program. The body is compiled once per
+distinct LR image shape (experiments/results/sr_eval_compile.md measures what that costs).
 
-Exactness: a network whose output pixel depends only on a bounded neighbourhood of the input (plain
-MSRResNet: 33 LR-resolution 3x3 convolutions, a receptive radius of about 35 LR pixels) gives
-exactly the whole-image result when `overlap` covers that radius. Channel attention (PFCA, SE, ECA)
-averages each channel over the whole map it sees, which is the tile here: tiled and whole-image
-outputs then differ slightly everywhere, by how much the tile's channel means differ from the image's.
+An image above `max_whole_pixels` LR pixels (default: 2048 x 2048, where one 64-channel float32 body
+activation is 1 GiB) goes through the whole network in tiles instead, with `overlap` LR pixels of
+context discarded at inner tile edges. That is exact for `none` when the overlap covers the
+network's receptive radius (about 35 LR pixels for BasicSR's MSRResNet); with an attention, each tile
+is then normalised by its own statistics, a small difference everywhere. `Upscaler.tiled_images`
+counts such images so that callers can say so.
 """
 
-from typing import Callable
+import functools
+from typing import Callable, Sequence
 
 import numpy as np
+
+from pfca_jax.models.msrresnet import RECONSTRUCT_RADIUS
+
+MAX_WHOLE_PIXELS = 2048 * 2048
 
 
 def to_uint8(image: np.ndarray, rows: int = 256) -> np.ndarray:
@@ -43,46 +55,103 @@ def _starts(length: int, tile: int, step: int) -> list[int]:
   return starts + [length - tile]
 
 
-def upscale(apply_fn: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, scale: int, *, tile: int = 64,
-            overlap: int = 16, batch: int = 4, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-  """Returns the (scale*H, scale*W, C) output of `apply_fn` on the HxWxC image `lr`, tile by tile.
+def tiled(apply_fn: Callable[..., np.ndarray], inputs: Sequence[np.ndarray], scale: int, *, tile: int,
+          overlap: int, batch: int = 4, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+  """The (scale*H, scale*W, C_out) output of `apply_fn` on HxW inputs, computed tile by tile.
 
   Args:
-    apply_fn: maps a float32 batch (batch, tile, tile, C) to (batch, scale*tile, scale*tile, C).
-    lr: the low-resolution image, float32 (whatever range apply_fn expects).
-    scale: the model's upscaling factor.
-    (apply_fn also receives (1, H, W, C) for an image smaller than a tile.)
+    apply_fn: maps one batch of tiles per input, each (batch, tile, tile, C_i) float32, to
+      (batch, scale*tile, scale*tile, C_out). An image smaller than a tile in either direction goes
+      through whole instead, as (1, H, W, C_i): padding it would change the output near its border.
+    inputs: arrays of the same height and width (e.g. a feature map and the LR image).
     tile: LR side of each tile; overlap: LR pixels of context discarded at inner tile edges.
     batch: tiles per call of apply_fn (the last call is padded with blank tiles).
     progress: called as progress(tiles_done, tiles_total) after each batch.
   """
-  if lr.ndim != 3:
-    raise ValueError(f'upscale expects an HxWxC image, got shape {lr.shape}')
   check_tiles(tile, overlap)
-  h, w, c = lr.shape
+  h, w = inputs[0].shape[:2]
   if h < tile or w < tile:
-    result = np.asarray(apply_fn(lr[None].astype(np.float32)))[0]
+    result = np.asarray(apply_fn(*(x[None].astype(np.float32) for x in inputs)))[0]
     if progress is not None:
       progress(1, 1)
     return result
-  padded, ph, pw = lr, h, w
   step = tile - 2 * overlap
-  origins = [(y, x) for y in _starts(ph, tile, step) for x in _starts(pw, tile, step)]
-  out = np.zeros((ph * scale, pw * scale, c), np.float32)
+  origins = [(y, x) for y in _starts(h, tile, step) for x in _starts(w, tile, step)]
+  out = None
   for first in range(0, len(origins), batch):
     group = origins[first:first + batch]
-    tiles = np.zeros((batch, tile, tile, c), np.float32)
+    tiles = [np.zeros((batch, tile, tile, x.shape[-1]), np.float32) for x in inputs]
     for i, (y, x) in enumerate(group):
-      tiles[i] = padded[y:y + tile, x:x + tile]
-    results = np.asarray(apply_fn(tiles))
+      for stack, source in zip(tiles, inputs):
+        stack[i] = source[y:y + tile, x:x + tile]
+    results = np.asarray(apply_fn(*tiles))
+    if out is None:
+      out = np.zeros((h * scale, w * scale, results.shape[-1]), np.float32)
     for i, (y, x) in enumerate(group):
       # Keep the centre: drop `overlap` pixels on every side that touches another tile, not the image edge.
       top = 0 if y == 0 else overlap
       left = 0 if x == 0 else overlap
-      bottom = tile if y + tile >= ph else tile - overlap
-      right = tile if x + tile >= pw else tile - overlap
+      bottom = tile if y + tile >= h else tile - overlap
+      right = tile if x + tile >= w else tile - overlap
       out[(y + top) * scale:(y + bottom) * scale, (x + left) * scale:(x + right) * scale] = \
           results[i, top * scale:bottom * scale, left * scale:right * scale]
     if progress is not None:
       progress(min(first + batch, len(origins)), len(origins))
   return out
+
+
+def upscale(apply_fn: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, scale: int, *, tile: int = 64,
+            overlap: int = 16, batch: int = 4, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+  """The whole network `apply_fn` on the HxWxC image `lr`, tile by tile (`tiled` with one input)."""
+  if lr.ndim != 3:
+    raise ValueError(f'upscale expects an HxWxC image, got shape {lr.shape}')
+  return tiled(apply_fn, [lr], scale, tile=tile, overlap=overlap, batch=batch, progress=progress)
+
+
+class Upscaler:
+  """MSRResNet inference on images of any size: `upscaler(lr)` -> float32 (scale*H, scale*W, 3).
+
+  The body runs on the first of `devices`; tiles go in batches sharded over all of them. Build it
+  once and give it new parameters with `use(variables)`: its compiled programs are kept.
+  """
+
+  def __init__(self, model, *, tile: int, overlap: int, devices=None, max_whole_pixels: int = MAX_WHOLE_PIXELS):
+    import jax
+    from pfca_jax import sharding
+    check_tiles(tile, overlap)
+    check_tiles(tile, RECONSTRUCT_RADIUS)
+    devices = list(devices or jax.local_devices()[:1])
+    mesh = sharding.create_mesh(devices)
+    self.scale, self.tile, self.overlap, self.max_whole_pixels = model.scale, tile, overlap, max_whole_pixels
+    self.batch = -(-4 // len(devices)) * len(devices)
+    self.tiled_images = 0
+    self._devices, self._replicated, self._split = devices, sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    # Placed inputs decide where each program runs: one jitted function per method serves both placements.
+    self._methods = {m: jax.jit(functools.partial(model.apply, method=m)) for m in ('features', 'reconstruct', '__call__')}
+    self._variables = None
+
+  def use(self, variables) -> 'Upscaler':
+    """The parameters to upscale with, placed on the first device and on all of them."""
+    import jax
+    self._variables = {'one': jax.device_put(variables, self._devices[0]),
+                       'all': jax.device_put(variables, self._replicated)}
+    return self
+
+  def _apply(self, method: str, *arrays: np.ndarray) -> np.ndarray:
+    import jax
+    if len(arrays[0]) % len(self._devices):  # One whole image: on the first device.
+      return np.asarray(self._methods[method](self._variables['one'], *arrays))
+    placed = [jax.device_put(x, self._split) for x in arrays]
+    return np.asarray(self._methods[method](self._variables['all'], *placed))
+
+  def __call__(self, lr: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    if lr.ndim != 3:
+      raise ValueError(f'upscale expects an HxWxC image, got shape {lr.shape}')
+    lr = np.asarray(lr, np.float32)
+    if lr.shape[0] * lr.shape[1] > self.max_whole_pixels:
+      self.tiled_images += 1
+      return tiled(functools.partial(self._apply, '__call__'), [lr], self.scale, tile=self.tile,
+                   overlap=self.overlap, batch=self.batch, progress=progress)
+    feat = self._apply('features', lr[None])[0].astype(np.float32)
+    return tiled(functools.partial(self._apply, 'reconstruct'), [feat, lr], self.scale, tile=self.tile,
+                 overlap=RECONSTRUCT_RADIUS, batch=self.batch, progress=progress)

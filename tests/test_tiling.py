@@ -1,4 +1,5 @@
-"""Tiled super-resolution equals whole-image inference when the overlap covers the receptive field."""
+"""Super-resolution in tiles: the Upscaler (body whole, tail tiled) equals whole-image inference for every
+attention; whole-network tiles do when the overlap covers the receptive field and there is no attention."""
 
 import jax
 import numpy as np
@@ -8,10 +9,14 @@ from conftest import plain_kaiming
 from pfca_jax import models, tiling
 
 
-def small_sr(attention='none'):
-  model = models.create('msrresnet', scale=2, num_feat=16, num_block=2, attention=attention)
+def small_model(attention='none', scale=2):
+  model = models.create('msrresnet', scale=scale, num_feat=16, num_block=2, attention=attention)
   variables = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
-  variables = plain_kaiming(variables)  # At BasicSR's init the branch is too small to show seams.
+  return model, plain_kaiming(variables)  # At BasicSR's init the branch is too small to show seams.
+
+
+def small_sr(attention='none', scale=2):
+  model, variables = small_model(attention, scale)
   forward = jax.jit(lambda x: model.apply(variables, x))
   return lambda batch: np.asarray(forward(batch))
 
@@ -58,3 +63,51 @@ def test_small_image_goes_through_whole():
 def test_bad_overlap(kwargs):
   with pytest.raises(ValueError, match='overlap'):
     tiling.upscale(small_sr(), image(30, 30), 2, **kwargs)
+
+
+@pytest.mark.parametrize('attention, scale', [('none', 2), ('pfca', 2), ('pfca', 4), ('pfca', 3), ('se', 2),
+                                              ('eca', 2), ('simam', 2)])
+def test_upscaler_equals_the_whole_image_forward_pass(attention, scale):
+  model, variables = small_model(attention, scale)
+  lr = image(50, 70, seed=3)
+  whole = np.asarray(jax.jit(model.apply)(variables, lr[None]))[0]
+  calls = []
+  upscaler = tiling.Upscaler(model, tile=24, overlap=8).use(variables)
+  out = upscaler(lr, progress=lambda d, t: calls.append((d, t)))
+  assert out.shape == whole.shape == (50 * scale, 70 * scale, 3) and upscaler.tiled_images == 0
+  assert calls[-1] == (12, 12)  # 3 x 4 tiles of 24 with the tail's overlap of 2 (step 20).
+  np.testing.assert_allclose(out, whole, rtol=1e-5, atol=1e-5)
+  if attention == 'pfca':  # The whole network in tiles of the same size is not the trained function.
+    seams = tiling.upscale(lambda x: np.asarray(jax.jit(model.apply)(variables, x)), lr, scale, tile=24, overlap=8)
+    assert np.abs(seams - whole).max() > 100 * np.abs(out - whole).max()
+
+
+def test_upscaler_shards_tiles_over_devices_and_takes_new_parameters():
+  model, variables = small_model('pfca')
+  lr = image(40, 44, seed=4)
+  upscaler = tiling.Upscaler(model, tile=16, overlap=4, devices=jax.local_devices())
+  assert upscaler.batch == max(4, jax.local_device_count())
+  for seed in (0, 1):
+    if seed:
+      variables = jax.tree.map(lambda v: v * 1.1, variables)
+    whole = np.asarray(jax.jit(model.apply)(variables, lr[None]))[0]
+    np.testing.assert_allclose(upscaler.use(variables)(lr), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_upscaler_falls_back_to_whole_network_tiles_above_its_budget():
+  model, variables = small_model('pfca')
+  lr = image(30, 30, seed=5)
+  upscaler = tiling.Upscaler(model, tile=24, overlap=8, max_whole_pixels=899).use(variables)
+  out = upscaler(lr)
+  assert upscaler.tiled_images == 1
+  expected = tiling.upscale(lambda x: np.asarray(jax.jit(model.apply)(variables, x)), lr, 2, tile=24, overlap=8)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  upscaler.max_whole_pixels = 900
+  upscaler(lr)
+  assert upscaler.tiled_images == 1
+
+
+def test_upscaler_rejects_tiles_too_small_for_the_tail():
+  model, _ = small_model()
+  with pytest.raises(ValueError, match='overlap=2 must be .* less than half of tile=4'):
+    tiling.Upscaler(model, tile=4, overlap=1)

@@ -21,6 +21,7 @@ from pfca_jax.models.conv import Conv, resolve_impl
 
 ModuleDef = Any
 SCALES = (2, 3, 4)
+RECONSTRUCT_RADIUS = 2  # LR pixels of context each output pixel of MSRResNet.reconstruct depends on.
 
 # Kaiming-normal has variance 2 / fan_in; scaling the weights by 0.1 scales it by 0.01.
 kaiming_x01 = nn.initializers.variance_scaling(2.0 * 0.1**2, 'fan_in', 'normal')
@@ -112,24 +113,47 @@ class MSRResNet(nn.Module):
     resolve_impl(self.conv_impl)
     super().__post_init__()
 
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    del train  # No BatchNorm or dropout: training and inference are the same function.
-    if x.ndim != 4 or x.shape[-1] != self.num_in_ch:
-      raise ValueError(f'MSRResNet expects NHWC input with {self.num_in_ch} channels, got shape {x.shape}')
+  def setup(self):
     conv = functools.partial(Conv, kernel_size=(3, 3), padding=1, impl=self.conv_impl, dtype=self.dtype,
                              kernel_init=kaiming_x01, bias_init=nn.initializers.zeros)
-    lrelu = functools.partial(nn.leaky_relu, negative_slope=0.1)
     attention = get_attention(self.attention, self.attention_options)
-
-    inp = x.astype(self.dtype)
-    feat = lrelu(conv(self.num_feat, name='conv_first')(inp))
-    out = Body(self.num_block, self.num_feat, conv, attention, name='body')(feat)
+    self.conv_first = conv(self.num_feat)
+    self.body = Body(self.num_block, self.num_feat, conv, attention)
+    self.upconv1 = conv(self.num_feat * (4 if self.scale == 4 else self.scale**2))
     if self.scale == 4:
-      out = lrelu(pixel_shuffle(conv(self.num_feat * 4, name='upconv1')(out), 2))
-      out = lrelu(pixel_shuffle(conv(self.num_feat * 4, name='upconv2')(out), 2))
+      self.upconv2 = conv(self.num_feat * 4)
+    self.conv_hr = conv(self.num_feat)
+    self.conv_last = conv(self.num_out_ch)
+
+  def __call__(self, x, train: bool = False):
+    del train  # No BatchNorm or dropout: training and inference are the same function.
+    return self.reconstruct(self.features(x), x)
+
+  def features(self, x):
+    """conv_first and the residual body: the LR-resolution feature map, where every attention is.
+
+    Channel attention averages over the whole map, so this part must see the whole image; the rest
+    (`reconstruct`) only looks a few pixels around each output pixel and can be run in tiles
+    (pfca_jax/tiling.py).
+    """
+    if x.ndim != 4 or x.shape[-1] != self.num_in_ch:
+      raise ValueError(f'MSRResNet expects NHWC input with {self.num_in_ch} channels, got shape {x.shape}')
+    lrelu = functools.partial(nn.leaky_relu, negative_slope=0.1)
+    return self.body(lrelu(self.conv_first(x.astype(self.dtype))))
+
+  def reconstruct(self, feat, x):
+    """Pixel-shuffle upsampling of `feat` to the output, plus the bilinear upsampling of the input x.
+
+    Receptive radius in LR pixels: 1 (upconv1) + 1/2 (upconv2, x4) + 2/scale (conv_hr, conv_last at
+    HR), and 1 for the bilinear skip, so at most 2: `RECONSTRUCT_RADIUS`.
+    """
+    lrelu = functools.partial(nn.leaky_relu, negative_slope=0.1)
+    out = feat.astype(self.dtype)
+    if self.scale == 4:
+      out = lrelu(pixel_shuffle(self.upconv1(out), 2))
+      out = lrelu(pixel_shuffle(self.upconv2(out), 2))
     else:
-      out = lrelu(pixel_shuffle(conv(self.num_feat * self.scale**2, name='upconv1')(out), self.scale))
-    out = conv(self.num_out_ch, name='conv_last')(lrelu(conv(self.num_feat, name='conv_hr')(out)))
+      out = lrelu(pixel_shuffle(self.upconv1(out), self.scale))
+    out = self.conv_last(lrelu(self.conv_hr(out)))
     base = upsample_bilinear(x.astype(jnp.float32), self.scale)
     return out.astype(jnp.float32) + base
