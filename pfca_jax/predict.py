@@ -279,8 +279,7 @@ def upscale(args) -> None:
   overlap = config.eval_tile_overlap if args.overlap is None else args.overlap
   from pfca_jax import tiling
   try:
-    tiling.check_tiles(tile, overlap)
-    tiling.check_tiles(tile, tiling.RECONSTRUCT_RADIUS)
+    tiling.check_upscale_tiles(tile, overlap)
   except ValueError:
     raise UserError(f'--tile={tile} --overlap={overlap}: need 0 <= overlap < tile / 2 and '
                     f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} --overlap={config.eval_tile_overlap})') from None

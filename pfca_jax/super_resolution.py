@@ -55,8 +55,7 @@ class SuperResolutionTask:
     create_model(config, scale=config.scale)  # Names, options and the scale before any data access.
     self.folders = parse_folders(config.eval_folders)
     try:
-      tiling.check_tiles(config.eval_tile, config.eval_tile_overlap)
-      tiling.check_tiles(config.eval_tile, tiling.RECONSTRUCT_RADIUS)
+      tiling.check_upscale_tiles(config.eval_tile, config.eval_tile_overlap)
     except ValueError as e:
       raise UserError(f'eval_tile={config.eval_tile}, eval_tile_overlap={config.eval_tile_overlap}: {e}') from None
 

@@ -47,6 +47,12 @@ def check_tiles(tile: int, overlap: int) -> None:
     raise ValueError(f'overlap={overlap} must be >= 0 and less than half of tile={tile}')
 
 
+def check_upscale_tiles(tile: int, overlap: int) -> None:
+  """`check_tiles` for an Upscaler: its whole-network tiles (`overlap`) and its tail tiles (RECONSTRUCT_RADIUS)."""
+  check_tiles(tile, overlap)
+  check_tiles(tile, RECONSTRUCT_RADIUS)
+
+
 def _starts(length: int, tile: int, step: int) -> list[int]:
   """Tile origins along one axis: every `step`, the last one flush with the end."""
   if length <= tile:
@@ -118,8 +124,7 @@ class Upscaler:
   def __init__(self, model, *, tile: int, overlap: int, devices=None, max_whole_pixels: int = MAX_WHOLE_PIXELS):
     import jax
     from pfca_jax import sharding
-    check_tiles(tile, overlap)
-    check_tiles(tile, RECONSTRUCT_RADIUS)
+    check_upscale_tiles(tile, overlap)
     devices = list(devices or jax.local_devices()[:1])
     mesh = sharding.create_mesh(devices)
     self.scale, self.tile, self.overlap, self.max_whole_pixels = model.scale, tile, overlap, max_whole_pixels

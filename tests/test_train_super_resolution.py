@@ -87,3 +87,10 @@ def test_resume_is_bit_identical(tmp_path, data_dir):
 def test_missing_eval_folder_fails_at_start(tmp_path, data_dir):
   with pytest.raises(UserError, match="eval folder '/nonexistent/Set5' .* is not a directory"):
     train.train_and_evaluate(sr_config(data_dir, '/nonexistent/Set5'), str(tmp_path / 'run'))
+
+
+@pytest.mark.parametrize('tile, overlap', [(4, 1), (12, 6)])
+def test_tiles_the_upscaler_cannot_use_fail_at_start(tmp_path, data_dir, tile, overlap):
+  with pytest.raises(UserError, match=f'eval_tile={tile}, eval_tile_overlap={overlap}: overlap=') as err:
+    train.train_and_evaluate(sr_config(data_dir, eval_tile=tile, eval_tile_overlap=overlap), str(tmp_path / 'run'))
+  assert '\n' not in str(err.value) and not os.path.exists(tmp_path / 'run' / 'checkpoints')
