@@ -79,7 +79,7 @@ def _show(value) -> str:
 def refuse(lines: list[str], where: str) -> None:
   raise UserError(f'the run in {where} was trained with another config; resuming it with this one would '
                   'continue a different run:\n' + '\n'.join(f'  {line}' for line in lines)
-                  + f'\nto train this config, give it a new --workdir; to continue the run, use the values it was '
+                  + '\nto train this config, give it a new --workdir; to continue the run, use the values it was '
                     'trained with')
 
 
