@@ -282,7 +282,8 @@ def upscale(args) -> None:
     tiling.check_upscale_tiles(tile, overlap)
   except ValueError:
     raise UserError(f'--tile={tile} --overlap={overlap}: need 0 <= overlap < tile / 2 and '
-                    f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} --overlap={config.eval_tile_overlap})') from None
+                    f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} '
+                    f'--overlap={config.eval_tile_overlap})') from None
   image = image_io.read_image(args.input)
   for text in image.notes:
     note(text)
@@ -294,7 +295,7 @@ def upscale(args) -> None:
   upscaler = tiling.Upscaler(model, tile=tile, overlap=overlap)
   upscaler.use(restore_variables(args.workdir, model, (1, tile, tile, 3)))
   height, width = image.rgb.shape[:2]
-  if height * width > upscaler.max_whole_pixels:
+  if upscaler.goes_in_tiles(height, width):
     note(f'{args.input} is {width}x{height}, above {upscaler.max_whole_pixels:,} pixels: the whole network goes in '
          f'tiles (--tile={tile} --overlap={overlap}), where an attention sees each tile\'s statistics, not the image\'s')
   progress = TileProgress(f'upscale x{config.scale}')

@@ -101,7 +101,6 @@ class SuperResolutionTask:
     config = self.config
     # This process's replica of the (replicated) parameters, placed on its own devices.
     upscale = self._upscaler.use(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}))
-    upscale.tiled_images = 0
     results, self.per_image = {}, {}
     for name, images in self._sets():
       t0 = time.perf_counter()

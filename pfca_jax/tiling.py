@@ -136,8 +136,9 @@ class Upscaler:
     self._variables = None
 
   def use(self, variables) -> 'Upscaler':
-    """The parameters to upscale with, placed on the first device and on all of them."""
+    """The parameters to upscale with, placed on the first device and on all of them; resets `tiled_images`."""
     import jax
+    self.tiled_images = 0
     self._variables = {'one': jax.device_put(variables, self._devices[0]),
                        'all': jax.device_put(variables, self._replicated)}
     return self
@@ -149,11 +150,15 @@ class Upscaler:
     placed = [jax.device_put(x, self._split) for x in arrays]
     return np.asarray(self._methods[method](self._variables['all'], *placed))
 
+  def goes_in_tiles(self, height: int, width: int) -> bool:
+    """Whether an LR image of that size is above the budget and goes through the whole network in tiles."""
+    return height * width > self.max_whole_pixels
+
   def __call__(self, lr: np.ndarray, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     if lr.ndim != 3:
       raise ValueError(f'upscale expects an HxWxC image, got shape {lr.shape}')
     lr = np.asarray(lr, np.float32)
-    if lr.shape[0] * lr.shape[1] > self.max_whole_pixels:
+    if self.goes_in_tiles(*lr.shape[:2]):
       self.tiled_images += 1
       return tiled(functools.partial(self._apply, '__call__'), [lr], self.scale, tile=self.tile,
                    overlap=self.overlap, batch=self.batch, progress=progress)
