@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from pfca_jax.models import resnet
 from pfca_jax.models.attention import ATTENTIONS, ECA, PFCA, SE, SimAM, get_attention
+from pfca_jax.models.layers import ATTENTION_IMPLS
 from pfca_jax.models.msrresnet import MSRResNet
 
 # name -> (constructor, default num_classes or None for a model without a classifier).
@@ -32,9 +33,10 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], int | None]] = {
 
 # The options a user may set through `create`; architecture fields fixed by the
 # name (stage sizes, widths, stem) are not among them.
-RESNET_OPTIONS = ('attention_options', 'attention_position', 'dtype', 'zero_init_last_bn', 'conv_impl', 'fuse_attention')
+RESNET_OPTIONS = ('attention_options', 'attention_position', 'dtype', 'zero_init_last_bn', 'attention_impl',
+                  'conv_impl')
 MSRRESNET_OPTIONS = ('scale', 'num_feat', 'num_block', 'num_in_ch', 'num_out_ch', 'attention_options', 'dtype',
-                     'conv_impl')
+                     'attention_impl', 'conv_impl')
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
@@ -61,7 +63,8 @@ def create(name: str, *, num_classes: int | None = None, attention: str = 'none'
       CIFAR ResNets); not accepted by 'msrresnet'.
     attention: one of attention.ATTENTIONS.
     **options: model options, see `valid_options(name)`; `dtype` may be a name
-      such as 'bfloat16'.
+      such as 'bfloat16'; `attention_impl='reference'` builds the network from the
+      definitions alone (models/layers.py), 'fast' (default) from models/fast/.
 
   Raises:
     ValueError: with one line naming the bad value and the valid ones.
@@ -87,5 +90,5 @@ def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-__all__ = ['ATTENTIONS', 'ECA', 'MODELS', 'MSRResNet', 'PFCA', 'SE', 'SimAM', 'create',
+__all__ = ['ATTENTIONS', 'ATTENTION_IMPLS', 'ECA', 'MODELS', 'MSRResNet', 'PFCA', 'SE', 'SimAM', 'create',
            'count_params', 'get_attention', 'valid_options']

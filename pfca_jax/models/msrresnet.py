@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pfca_jax.models import layers as layer_sets
 from pfca_jax.models.attention import get_attention
-from pfca_jax.models.conv import Conv, resolve_impl
 
 ModuleDef = Any
 SCALES = (2, 3, 4)
@@ -50,19 +50,20 @@ def upsample_bilinear(x: jax.Array, scale: int) -> jax.Array:
 class ResidualBlockNoBN(nn.Module):
   """x + attention(conv2(ReLU(conv1(x)))): attention after conv2, before the identity add.
 
-  conv2's bias goes to the attention unadded, which folds it in: an attention reads its input for a
-  spatial mean and again for the rescale, and the backward pass reads it once more, so conv2 + bias
-  would otherwise be stored (a write and a read of the block's activation that `none` does not have).
+  `layers.conv_then_attention` is attention(conv2(y)); the fast layer hands conv2's bias to the
+  attention unadded, so that conv2 + bias is never stored.
   """
   features: int
   conv: ModuleDef
   attention: ModuleDef
+  layers: Any
 
   @nn.compact
   def __call__(self, x):
     y = nn.relu(self.conv(self.features, name='conv1')(x))
-    y, bias = self.conv(self.features, name='conv2')(y, add_bias=False)
-    return x + self.attention(channels=self.features, name='attention')(y, bias=bias)
+    conv2 = functools.partial(self.conv, self.features, name='conv2')
+    attention = functools.partial(self.attention, channels=self.features, name='attention')
+    return x + self.layers.conv_then_attention(conv2, attention, y)
 
 
 class Body(nn.Module):
@@ -71,11 +72,12 @@ class Body(nn.Module):
   features: int
   conv: ModuleDef
   attention: ModuleDef
+  layers: Any
 
   @nn.compact
   def __call__(self, x):
     for i in range(self.num_block):
-      x = ResidualBlockNoBN(self.features, self.conv, self.attention, name=str(i))(x)
+      x = ResidualBlockNoBN(self.features, self.conv, self.attention, self.layers, name=str(i))(x)
     return x
 
 
@@ -85,9 +87,10 @@ class MSRResNet(nn.Module):
     num_feat, num_block, num_in_ch, num_out_ch: as in BasicSR (64, 16, 3, 3).
     attention, attention_options: the attention in each residual block.
     dtype: compute dtype; parameters stay float32 and the output is float32.
-    conv_impl: how convolutions are lowered, 'auto' (per backend), 'xla' or 'matmul'
-      (pfca_jax/models/conv.py: on the CPU, conv_last as one product with all taps); the
-      parameters and outputs are the same either way, within float rounding.
+    attention_impl: 'fast' (default) or 'reference', the layers the network is built from
+      (models/layers.py); same parameters and outputs within float32 rounding.
+    conv_impl: with 'fast', how convolutions are lowered: 'auto' (by the platform compiled for),
+      'xla' or 'matmul' (models/fast/conv.py: on the CPU, conv_last as one product with all taps).
   """
   scale: int = 4
   num_feat: int = 64
@@ -97,6 +100,7 @@ class MSRResNet(nn.Module):
   attention: str = 'none'
   attention_options: Mapping[str, Any] | None = None
   dtype: Any = jnp.float32
+  attention_impl: str = 'fast'
   conv_impl: str = 'auto'
 
   def __post_init__(self):
@@ -110,15 +114,16 @@ class MSRResNet(nn.Module):
       raise ValueError(f'MSRResNet num_out_ch={self.num_out_ch} must equal num_in_ch={self.num_in_ch}: '
                        'the global skip adds the upsampled input to the output')
     get_attention(self.attention, self.attention_options)
-    resolve_impl(self.conv_impl)
+    layer_sets.choose(self.attention_impl, self.conv_impl)
     super().__post_init__()
 
   def setup(self):
-    conv = functools.partial(Conv, kernel_size=(3, 3), padding=1, impl=self.conv_impl, dtype=self.dtype,
+    layers = layer_sets.choose(self.attention_impl, self.conv_impl)
+    conv = functools.partial(layers.conv, kernel_size=(3, 3), padding=1, dtype=self.dtype,
                              kernel_init=kaiming_x01, bias_init=nn.initializers.zeros)
     attention = get_attention(self.attention, self.attention_options)
     self.conv_first = conv(self.num_feat)
-    self.body = Body(self.num_block, self.num_feat, conv, attention)
+    self.body = Body(self.num_block, self.num_feat, conv, attention, layers)
     self.upconv1 = conv(self.num_feat * (4 if self.scale == 4 else self.scale**2))
     if self.scale == 4:
       self.upconv2 = conv(self.num_feat * 4)
@@ -134,7 +139,7 @@ class MSRResNet(nn.Module):
 
     Channel attention averages over the whole map, so this part must see the whole image; the rest
     (`reconstruct`) only looks a few pixels around each output pixel and can be run in tiles
-    (pfca_jax/tiling.py).
+    (pfca_jax/tasks/tiling.py).
     """
     if x.ndim != 4 or x.shape[-1] != self.num_in_ch:
       raise ValueError(f'MSRResNet expects NHWC input with {self.num_in_ch} channels, got shape {x.shape}')

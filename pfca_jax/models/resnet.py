@@ -6,9 +6,9 @@ parameter tree mechanically: torchvision's ``layer2.0.downsample.1.weight`` is
 its classifier ``linear`` and its projection ``shortcut``; here they are ``fc`` and
 ``downsample`` like torchvision's, so that one module serves both families.
 
-Blocks receive ``conv``, ``norm`` and ``attention`` as ready-made partials, so a
-different convolution lowering or attention can be swapped in without touching
-the block code.
+Blocks receive ``conv``, ``norm`` and ``attention`` as ready-made partials, and ``layers``
+(models/layers.py) for the two places where the fast implementation computes differently: a norm
+followed by attention, and the block's output. The block code is the same for both.
 """
 
 import functools
@@ -18,11 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pfca_jax.models import layers as layer_sets
 from pfca_jax.models.attention import get_attention
-from pfca_jax.models.conv import Conv, resolve_impl
-from pfca_jax.models.cpu_fusion import materialise
-from pfca_jax.models.fused import BatchNorm
-from pfca_jax.models.pooling import max_pool
 
 ModuleDef = Any
 
@@ -75,7 +72,7 @@ class _Block(nn.Module):
   attention: ModuleDef
   attention_position: str = 'post_bn'
   zero_init_last_bn: bool = False
-  fused_norm_attention: ModuleDef | None = None
+  layers: Any = layer_sets.Reference()
   act: Callable = nn.relu
   expansion: ClassVar[int] = 1
 
@@ -91,18 +88,16 @@ class _Block(nn.Module):
 
   def last_norm(self, y, name):
     scale_init = nn.initializers.zeros if self.zero_init_last_bn else nn.initializers.ones
-    if self.fused_norm_attention is not None and self.attention_position == 'post_bn':
-      return self.fused_norm_attention(scale_init=scale_init, name=name)(y)
-    y = self.norm(scale_init=scale_init, name=name)(y)
-    if self.attention_position == 'post_bn':
-      y = self.attention(channels=self.out_features, name='attention')(y)
-    return y
+    norm = functools.partial(self.norm, scale_init=scale_init, name=name)
+    if self.attention_position != 'post_bn':
+      return norm()(y)
+    attention = functools.partial(self.attention, channels=self.out_features, name='attention')
+    return self.layers.norm_then_attention(norm, attention, y)
 
   def add_shortcut(self, x, y):
     if self.strides != 1 or x.shape[-1] != self.out_features:
       x = Downsample(self.out_features, self.strides, self.conv, self.norm, name='downsample')(x)
-    # Stored once on the CPU, not recomputed by every later block of the stage (models/cpu_fusion.py).
-    return materialise(self.act(x + y))
+    return self.layers.residual_output(self.act(x + y))
 
 
 class BasicBlock(_Block):
@@ -162,10 +157,10 @@ class ResNet(nn.Module):
       reference placement), 'post_bn' or 'post_conv'.
     dtype: compute dtype; parameters and BN statistics stay float32, logits are float32.
     zero_init_last_bn: see _Block.
-    conv_impl: how convolutions are lowered: 'auto' (per backend), 'xla' or 'matmul'
-      (pfca_jax/models/conv.py); same parameters and outputs (within float rounding) either way.
-    fuse_attention: compute the last BN and a PFCA after it as one module
-      (pfca_jax/models/fused.py): same variables and outputs within float rounding, fewer passes.
+    attention_impl: 'fast' (default) or 'reference', the layers the network is built from
+      (models/layers.py); same variables and outputs within float32 rounding.
+    conv_impl: with 'fast', how convolutions are lowered: 'auto' (by the platform compiled for),
+      'xla' or 'matmul' (models/fast/conv.py).
   """
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
@@ -177,8 +172,8 @@ class ResNet(nn.Module):
   attention_position: str = 'auto'
   dtype: Any = jnp.float32
   zero_init_last_bn: bool = False
+  attention_impl: str = 'fast'
   conv_impl: str = 'auto'
-  fuse_attention: bool = True
 
   def __post_init__(self):
     if self.stem not in STEMS:
@@ -189,24 +184,20 @@ class ResNet(nn.Module):
       raise ValueError(f'num_classes={self.num_classes!r} must be a positive integer')
     get_attention(self.attention, self.attention_options)
     resolve_position(self.attention, self.attention_position)
-    resolve_impl(self.conv_impl)
+    layer_sets.choose(self.attention_impl, self.conv_impl)
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     if x.ndim != 4:
       raise ValueError(f'ResNet expects NHWC input (4 dims), got shape {x.shape}')
-    on_cpu_lowerings = resolve_impl(self.conv_impl) == 'matmul'
-    pool = max_pool if on_cpu_lowerings else nn.max_pool
-    conv = functools.partial(Conv, impl=self.conv_impl, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    layers = layer_sets.choose(self.attention_impl, self.conv_impl)
+    conv = functools.partial(layers.conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
     # PyTorch's BN momentum 0.1 is flax's 0.9 (the weight of the running average).
-    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=0.9,
+    norm = functools.partial(layers.batch_norm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
-    fused = None
-    if self.fuse_attention and self.attention == 'pfca':
-      fused = functools.partial(norm, pfca=True, **(self.attention_options or {}))
     block = functools.partial(
-        self.block_cls, conv=conv, norm=norm, fused_norm_attention=fused,
+        self.block_cls, conv=conv, norm=norm, layers=layers,
         attention=get_attention(self.attention, self.attention_options),
         attention_position=resolve_position(self.attention, self.attention_position),
         zero_init_last_bn=self.zero_init_last_bn)
@@ -215,7 +206,7 @@ class ResNet(nn.Module):
     if self.stem == 'imagenet':
       x = conv(self.widths[0], (7, 7), strides=2, padding=3, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))
-      x = pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = conv(self.widths[0], (3, 3), padding=1, name='conv1')(x)
       x = nn.relu(norm(name='bn1')(x))

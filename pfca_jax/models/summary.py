@@ -33,12 +33,11 @@ def default_input_size(name: str) -> int:
 def summarize(model, input_shape: Sequence[int], dtype: Any = jnp.float32) -> dict:
   """Returns {'params': int, 'flops': float} of `model` applied to one batch of `input_shape` (NHWC).
 
-  FLOPs are those of the architecture's reference formulation (convolutions as `lax.conv`,
-  attention not fused with its BatchNorm), so they do not depend on the lowering a backend picks:
+  FLOPs are those of the definitions (`attention_impl='reference'`: flax's convolutions and
+  BatchNorm, each attention as defined), so they do not depend on the lowering a platform gets:
   a fused PFCA would hide in BatchNorm's affine.
   """
-  updates = {k: v for k, v in (('conv_impl', 'xla'), ('fuse_attention', False)) if hasattr(model, k)}
-  model = model.clone(**updates) if updates else model
+  model = model.clone(attention_impl='reference') if hasattr(model, 'attention_impl') else model
   x = jax.ShapeDtypeStruct(tuple(input_shape), dtype)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))
   lowered = jax.jit(lambda v, inp: model.apply(v, inp, train=False)).lower(variables, x)
@@ -93,7 +92,7 @@ def _parse_size(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
   if len(parts) == 1:
     parts = parts * 2
   if len(parts) != 2 or min(parts) < 1:
-    parser.error(f'--input-size {text!r} is not a positive size; give N or HxW, e.g. 224 or 720x1280')
+    parser.error(f'--input_size {text!r} is not a positive size; give N or HxW, e.g. 224 or 720x1280')
   return parts[0], parts[1]
 
 
@@ -106,11 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--attention', default='all',
                       help=f'a name, a comma-separated list, or all (default); none is always included as the '
                            f'baseline. Names: {", ".join(ATTENTIONS)}')
-  parser.add_argument('--input-size', default=None,
+  parser.add_argument('--input_size', default=None,
                       help='input side N or HxW (default: 224 ImageNet, 32 CIFAR, 64 MSRResNet low-res input)')
-  parser.add_argument('--batch-size', type=int, default=1)
+  parser.add_argument('--batch_size', type=int, default=1)
   parser.add_argument('--scale', type=int, default=None, help='MSRResNet upscaling factor (2, 3, 4; default 4)')
-  parser.add_argument('--num-classes', type=int, default=None, help='classifier width (default: the dataset\'s)')
+  parser.add_argument('--num_classes', type=int, default=None, help='classifier width (default: the dataset\'s)')
   parser.add_argument('--json', default=None, metavar='PATH', help='also write the rows as JSON to PATH')
   args = parser.parse_args(argv)
 
@@ -119,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     attentions.insert(0, 'none')
   size = _parse_size(parser, args.input_size or str(default_input_size(args.model)))
   if args.batch_size < 1:
-    parser.error(f'--batch-size {args.batch_size} must be >= 1')
+    parser.error(f'--batch_size {args.batch_size} must be >= 1')
   options = {}
   if args.scale is not None:
     options['scale'] = args.scale

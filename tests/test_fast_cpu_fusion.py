@@ -1,4 +1,4 @@
-"""models/cpu_fusion.py: exact identities that change only what XLA's CPU backend fuses."""
+"""models/fast/cpu_fusion.py: exact identities that change only what XLA's CPU backend fuses."""
 
 import re
 
@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pfca_jax.models import cpu_fusion, resnet
+from pfca_jax.models import resnet
+from pfca_jax.models.fast import cpu_fusion
+from pfca_jax.models.fast.layers import Fast
 
 
 def test_helpers_are_exact_identities_in_value_and_derivatives():
@@ -31,12 +33,13 @@ def _one_stage_gradient(stage_size, materialise):
     logits, _ = model.apply({**variables, 'params': params}, x, train=True, mutable=['batch_stats'])
     return jnp.sum(logits ** 2), logits
 
-  original = resnet.materialise
-  resnet.materialise = cpu_fusion.materialise if materialise else (lambda v: v)
-  try:  # The module reads the name when traced, so trace and compile here.
+  original = Fast.residual_output
+  if not materialise:
+    Fast.residual_output = lambda self, v: v
+  try:  # The module reads the method when traced, so trace and compile here.
     compiled = jax.jit(jax.grad(loss, has_aux=True)).lower(variables['params']).compile()
   finally:
-    resnet.materialise = original
+    Fast.residual_output = original
   return compiled, variables['params']
 
 

@@ -1,4 +1,4 @@
-"""fused.BatchNorm is nn.BatchNorm, and with pfca=True nn.BatchNorm then PFCA: same variables,
+"""models/fast/batchnorm.BatchNorm is nn.BatchNorm, and with pfca=True nn.BatchNorm then PFCA: same variables,
 outputs, gradients and running statistics."""
 
 import flax.linen as nn
@@ -7,9 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pfca_jax import models
 from pfca_jax.models.attention import PFCA
-from pfca_jax.models.fused import BatchNorm
+from pfca_jax.models.fast.batchnorm import BatchNorm
 
 
 class Unfused(nn.Module):
@@ -57,20 +56,8 @@ def test_fused_equals_batchnorm_then_pfca(train, variance, pfca):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 + 1e-5 * float(np.abs(b).max()))
 
 
-def test_resnet_with_fused_pfca_keeps_variables_and_outputs():
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  plain, fused = (models.create('cifar_resnet20', attention='pfca', fuse_attention=f) for f in (False, True))
-  variables = plain.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, fused.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
-  np.testing.assert_allclose(fused.apply(variables, x), plain.apply(variables, x), rtol=1e-4, atol=1e-5)
-  (y_a, s_a), (y_b, s_b) = (m.apply(variables, x, train=True, mutable=['batch_stats']) for m in (fused, plain))
-  np.testing.assert_allclose(y_a, y_b, rtol=1e-4, atol=1e-4)
-  for a, b in zip(jax.tree.leaves(s_a), jax.tree.leaves(s_b)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-
-
 def test_fused_forward_mode_matches_unfused():
-  # The CPU computes PFCA's (N, C) derivative apart (tests/test_attention.py checks it is exact):
+  # The CPU computes PFCA's (N, C) derivative apart (tests/test_fast_attention.py checks it is exact):
   # forward mode (jvp) must keep working through the fused module, not only reverse mode.
   module = Fused(train=True)
   x = jax.random.normal(jax.random.key(1), (2, 3, 3, 4))

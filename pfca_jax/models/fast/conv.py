@@ -1,4 +1,4 @@
-"""Convolutions lowered as matrix products on the CPU where that is faster, chosen per backend.
+"""Convolutions lowered as matrix products on the CPU where that is faster, chosen per compiled program.
 
 The layer has exactly `nn.Conv`'s parameter (`kernel`, HWIO) and outputs, so the lowering is a free
 choice that never changes a checkpoint or a result beyond float rounding (tested). Measured on a
@@ -7,34 +7,35 @@ choice that never changes a checkpoint or a result beyond float rounding (tested
 - 1x1 convolutions are products of 2-D matrices, `x.reshape(-1, C_in) @ W` (a strided 1x1, the
   projection shortcut, slices first): 3.02 s a step against 3.67 s with `lax.conv`. The 2-D spelling
   matters: as a 4-D einsum the weight gradient contracts over (N, H, W) and XLA materialises
-  transposed copies of the activations for it (4.3 s a step).
+  transposed copies of the activations for it (4.70 s a step against 3.69).
 - A stride-1 kxk convolution with few outputs (k*k*C_out <= C_in, e.g. MSRResNet's last 3x3,
   64 -> 3 channels at 128x128) is one product with all k*k taps' kernels side by side, then k*k
-  shifted adds of its thin output: 33-42 ms forward and backward against 72-76 ms as `lax.conv`,
+  shifted adds of its thin output: 42 ms forward and backward (min 39) against 76 ms (min 72) as `lax.conv`,
   whose weight gradient first transposes the whole input to channels-major.
 - Every other convolution stays `lax.conv`. Strided kxk as one product with a patch matrix tied
   with it once the 1x1 products were 2-D; stride-1 3x3 through patches or per-tap products was
   slower.
 
 `conv_impl`: 'xla' (every convolution through `lax.conv_general_dilated`, i.e. `nn.Conv`), 'matmul'
-(the lowering above), or 'auto': 'matmul' when the default backend is the CPU, else 'xla' (GPU and
-TPU convolutions are already matrix-unit programs).
+(the lowering above), or 'auto': 'matmul' in a program compiled for the CPU, 'xla' in one compiled
+for a GPU or TPU, whose convolutions are already matrix-unit programs (platform.py decides).
 """
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pfca_jax.models.fast.platform import for_platform
+
 CONV_IMPLS = ('auto', 'xla', 'matmul')
 
 
-def resolve_impl(impl: str) -> str:
+def check_impl(impl: str) -> str:
   if impl not in CONV_IMPLS:
     raise ValueError(f'unknown conv_impl {impl!r}; valid: {", ".join(CONV_IMPLS)}')
-  if impl == 'auto':
-    return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
   return impl
 
 
@@ -45,12 +46,12 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 class Conv(nn.Module):
   """`nn.Conv` (NHWC, symmetric integer padding, no dilation or groups), lowered as `impl` says.
 
-  `impl` is a `conv_impl` (see below): 'xla' is `nn.Conv`'s own lowering, 'matmul' the one above,
-  'auto' picks by backend.
+  `impl` is a `conv_impl` (see above): 'xla' is `nn.Conv`'s own lowering, 'matmul' the one above,
+  'auto' picks by the platform the program is compiled for.
 
   Called with `add_bias=False`, it returns `(y, bias)` with the bias not yet added (None without one),
   so that the caller can fold the bias into whatever reads y instead of storing y + bias
-  (models/msrresnet.py, where the attention takes it). The parameters are the same either way.
+  (layers.py's conv_then_attention, where the attention takes it). The parameters are the same either way.
   """
   features: int
   kernel_size: Sequence[int]
@@ -70,19 +71,32 @@ class Conv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (kh, kw, cin, self.features), jnp.float32)
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    lowered = resolve_impl(self.impl) == 'matmul'
-    if lowered and (kh, kw) == (1, 1) and self.padding == 0:
-      y = x[:, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-      y = _matmul(y, kernel[0, 0])
-    elif lowered and (sh, sw) == (1, 1) and kh * kw * self.features <= cin:
-      y = _tap_product(x, kernel, self.padding)
+    xla = functools.partial(_xla_conv, strides=(sh, sw), padding=self.padding)
+    matmul = xla
+    if (kh, kw) == (1, 1) and self.padding == 0:
+      matmul = functools.partial(_strided_matmul, strides=(sh, sw))
+    elif (sh, sw) == (1, 1) and kh * kw * self.features <= cin:
+      matmul = functools.partial(_tap_product, padding=self.padding)
+    impl = check_impl(self.impl)
+    if impl == 'auto' and matmul is not xla:
+      y = for_platform(matmul, xla, x, kernel)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (sh, sw), [(self.padding, self.padding)] * 2,
-                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = (xla if impl == 'xla' else matmul)(x, kernel)
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32).astype(dtype) if self.use_bias else None
     if not add_bias:
       return y, bias
     return y if bias is None else y + bias
+
+
+def _xla_conv(x, kernel, strides, padding: int):
+  return jax.lax.conv_general_dilated(x, kernel, strides, [(padding, padding)] * 2,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _strided_matmul(x, kernel, strides):
+  """A 1x1 convolution: subsample by the strides, then one product."""
+  sh, sw = strides
+  return _matmul(x[:, ::sh, ::sw] if (sh, sw) != (1, 1) else x, kernel[0, 0])
 
 
 def _matmul(x, kernel):

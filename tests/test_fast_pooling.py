@@ -1,4 +1,4 @@
-"""pooling.max_pool is nn.max_pool: identical outputs, the same gradient routing on ties."""
+"""models/fast/pooling.max_pool is nn.max_pool: identical outputs, the same gradient routing on ties."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pfca_jax.models.pooling import max_pool
+from pfca_jax.models.fast.pooling import max_pool
 
 PAD = ((1, 1), (1, 1))
 

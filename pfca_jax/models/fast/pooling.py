@@ -1,4 +1,4 @@
-"""Max pooling as a maximum over strided views, with a gradient that needs no index tensors.
+"""Max pooling as a maximum over strided views, with a gradient that needs no index tensors (on the CPU).
 
 XLA's CPU backend differentiates `lax.reduce_window` max (`nn.max_pool`) by building four int32
 index tensors of the padded input and a variadic reduce-window over them: about 0.2 s of a 3.7 s
@@ -6,13 +6,17 @@ ResNet-50 step at batch 16 (measured, experiments/results/speed.md), for a layer
 speak of. Here the forward is an elementwise maximum over the window's kh*kw strided views, and the
 backward sends each output's gradient to the first position of its window (row-major) that holds
 the maximum: the same choice as XLA's select-and-scatter. Outputs are identical; gradients equal
-within float rounding (overlapping windows add their shares in another order).
+within float rounding (overlapping windows add their shares in another order). Programs compiled
+for other platforms use `nn.max_pool` (`max_pool_for_platform`).
 """
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from pfca_jax.models.fast.platform import for_platform
 
 
 def _views(xp, window, strides, out_hw):
@@ -33,6 +37,12 @@ def max_pool(x, window_shape, strides, padding):
   if top != bottom or left != right:
     raise ValueError(f'max_pool takes symmetric padding, got {padding}')
   return _max_pool(x, tuple(window_shape), tuple(strides), (top, left))
+
+
+def max_pool_for_platform(x, window_shape, strides, padding):
+  """`max_pool` in a program compiled for the CPU, `nn.max_pool` elsewhere."""
+  return for_platform(lambda t: max_pool(t, window_shape, strides, padding),
+                      lambda t: nn.max_pool(t, window_shape, strides=strides, padding=padding), x)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

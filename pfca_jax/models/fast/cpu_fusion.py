@@ -12,19 +12,17 @@ networks make that costly:
   the square of its depth. `materialise` ends the chain at each block: no fusion above 43
   instructions, CIFAR ResNet-56 and -164 train steps about 20% faster (experiments/results/speed.md).
 - PFCA's (N, C) derivative, fused into the full-resolution loops that consume it and so evaluated
-  once per pixel (attention.descriptor uses `unfused`).
+  once per pixel (fast/attention.py's `descriptor` uses `unfused`).
 
 `jax.lax.optimization_barrier` does neither on the CPU: its compiler removes barriers before fusion.
-Both helpers are the identity elsewhere, where they are not needed (and a conditional would cost a
-device-to-host transfer on a GPU).
+Both helpers are the identity in programs compiled for other platforms (platform.py), where they are
+not needed (and a conditional would cost a device-to-host transfer on a GPU).
 """
 
 import jax
 import jax.numpy as jnp
 
-
-def _on_cpu() -> bool:
-  return jax.default_backend() == 'cpu'
+from pfca_jax.models.fast.platform import for_platform
 
 
 def unfused(a):
@@ -33,21 +31,23 @@ def unfused(a):
   Exact: each output is one product by 1.0 plus products by 0.0 (HIGHEST precision, so no backend
   rounds the operands to a narrower float). For small (N, C) arrays only: it costs C^2 per row.
   """
-  if not _on_cpu():
-    return a
+  return for_platform(_times_identity, lambda t: t, a)
+
+
+def _times_identity(a):
   return jnp.matmul(a, jnp.eye(a.shape[-1], dtype=a.dtype), precision=jax.lax.Precision.HIGHEST)
 
 
 def materialise(x):
-  """`x`, stored once on the CPU: fusion does not cross a conditional's boundary.
+  """`x`, stored once on the CPU: fusion does not cross a conditional's boundary."""
+  return for_platform(_stored, lambda t: t, x)
 
-  The predicate is a constant hidden behind a barrier (the barrier outlives the simplifier that
-  would otherwise drop the conditional, and goes before fusion, when it no longer matters), so it
-  costs no data read and, with the batch sharded, no collective. The other branch adds 0.0 because
-  a conditional with identical branches is simplified away; it never runs. Its transpose in the
-  backward pass is a conditional too, which stores the cotangent of the residual stream alike.
-  """
-  if not _on_cpu():
-    return x
+
+def _stored(x):
+  # The predicate is a constant hidden behind a barrier (the barrier outlives the simplifier that
+  # would otherwise drop the conditional, and goes before fusion, when it no longer matters), so it
+  # costs no data read and, with the batch sharded, no collective. The other branch adds 0.0 because
+  # a conditional with identical branches is simplified away; it never runs. Its transpose in the
+  # backward pass is a conditional too, which stores the cotangent of the residual stream alike.
   keep = jax.lax.optimization_barrier(jnp.bool_(True))
   return jax.lax.cond(keep, lambda t: t, lambda t: t + 0.0, x)

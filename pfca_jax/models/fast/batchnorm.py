@@ -15,12 +15,12 @@ So the activation is read once for the statistics and once for the output, as fo
 of BN's two passes plus PFCA's reduction and rescale. Variables (`scale`, `bias`, `mean`, `var`) and
 their updates are those of `flax.linen.BatchNorm` (fast variance, clipped at zero, momentum as
 given), so checkpoints are interchangeable with the unfused pair; outputs agree within float32
-rounding (tests/test_fused.py).
+rounding (tests/test_fast_layer.py).
 
 Without PFCA (`pfca=False`) the module is a plain BatchNorm computed the same way: statistics from
-per-(n, c) spatial sums and the output as one multiply-add per element. ResNets use it for every
-BatchNorm: a ResNet-50 train step takes 3.02 s against 3.32 s with `nn.BatchNorm` on the CPU
-(experiments/results/speed.md).
+per-(n, c) spatial sums and the output as one multiply-add per element. The fast layer uses it for
+every BatchNorm of a ResNet: a ResNet-50 train step takes 3.02 s against 3.32 s with `nn.BatchNorm`
+on the CPU (experiments/results/speed.md).
 """
 
 from typing import Any, Callable
@@ -29,7 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pfca_jax.models.attention import PFCA, descriptor, pfca_weights
+from pfca_jax.models.attention import PFCA
+from pfca_jax.models.fast.attention import descriptor, pfca_weights
 
 
 def _gains(s1, mean2, scale, bias, ra_mean, ra_var, *, train, epsilon, pfca, lam, variance):
