@@ -4,7 +4,7 @@ Command (attention after the colon, or --config.model.attention=...):
 
     python -m pfca_jax.main --config=configs/cifar100_resnet56.py:pfca --workdir=/tmp/cifar100_r56_pfca
 
-Recipe (CONVENTIONS.md section 3): SGD momentum 0.9, lr 0.1 at batch 128, weight decay 5e-4 on every
+Recipe (docs/training.md, "Recipes"): SGD momentum 0.9, lr 0.1 at batch 128, weight decay 5e-4 on every
 parameter, 164 epochs, lr x0.1 after epochs 81 and 122; pad-4 random crop + flip, per-channel
 normalisation; evaluation on all 10,000 test images after every epoch.
 
@@ -15,7 +15,7 @@ Reference figure (not ours): ResNet-56 reaches 72.34% top-1 on CIFAR-100 in Tian
 Representation Distillation" (ICLR 2020), Table 1, with a 240-epoch recipe.
 """
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 
 
 def get_config(arg=None):

@@ -6,7 +6,7 @@ Command (attention after the colon, or --config.model.attention=...; DIV2K must 
     python -m pfca_jax.main --config=configs/div2k_msrresnet_x3.py:pfca --workdir=/tmp/div2k_x3_pfca \
         --config.data_dir=DIR --config.eval_folders=/data/Set5/HR,/data/Set14/HR
 
-Recipe (CONVENTIONS.md section 3, BasicSR's): HR patches of 96 px with identical random flips and
+Recipe (docs/training.md, "Recipes", BasicSR's): HR patches of 96 px with identical random flips and
 90-degree rotations on LR and HR, batch 16, Adam lr 2e-4 betas (0.9, 0.99), cosine annealing with restarts
 every 250k iterations down to 1e-7, 1M iterations. Evaluation on the 100 DIV2K validation images and any
 benchmark folders: whole images in tiles, Y-PSNR / Y-SSIM after cropping 3 border pixels, RGB PSNR too.
@@ -18,7 +18,7 @@ recipe would take 18-20 days there, so it is a GPU job. No GPU timing yet.
 Reference figure (not ours): BasicSR's MSRResNet x4 scores 30.2468 dB / 0.8651 on Set5 (RGB, its model zoo).
 """
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 
 
 def get_config(arg=None):

@@ -6,7 +6,7 @@ TFDS first, see the README):
     python -m pfca_jax.main --config=configs/imagenet_resnet101.py:pfca --workdir=/tmp/imagenet_r101_pfca \
         --config.data_dir=/path/to/tensorflow_datasets
 
-Recipe (CONVENTIONS.md section 3): SGD momentum 0.9, lr 0.1 x batch/256 (computed, so a batch override
+Recipe (docs/training.md, "Recipes"): SGD momentum 0.9, lr 0.1 x batch/256 (computed, so a batch override
 rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30 epochs
 (--config.schedule=cosine --config.warmup_epochs=5 for cosine with warm-up); random-resized crop to 224
 + flip; evaluation on all 50,000 validation images (resize 256, centre crop 224), top-1 and top-5.
@@ -18,7 +18,7 @@ Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at ba
 Reference figure (not ours): torchvision's ResNet-101 v1 weights reach 77.37% top-1 (93.55% top-5).
 """
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 
 
 def get_config(arg=None):

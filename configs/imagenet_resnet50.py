@@ -6,7 +6,7 @@ TFDS first, see the README):
     python -m pfca_jax.main --config=configs/imagenet_resnet50.py:pfca --workdir=/tmp/imagenet_r50_pfca \
         --config.data_dir=/path/to/tensorflow_datasets
 
-Recipe (CONVENTIONS.md section 3): SGD momentum 0.9, lr 0.1 x batch/256 (computed, so a batch override
+Recipe (docs/training.md, "Recipes"): SGD momentum 0.9, lr 0.1 x batch/256 (computed, so a batch override
 rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30 epochs
 (--config.schedule=cosine --config.warmup_epochs=5 for cosine with warm-up); random-resized crop to 224
 + flip; evaluation on all 50,000 validation images (resize 256, centre crop 224), top-1 and top-5.
@@ -19,7 +19,7 @@ Reference figure (not ours): torchvision's ResNet-50 v1 weights reach 76.13% top
 the SimAM paper reports SimAM-R50 77.45%, SE-R50 77.63%, ECA-R50 77.48% top-1.
 """
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 
 
 def get_config(arg=None):

@@ -16,7 +16,7 @@ Recipe: SGD momentum 0.9, lr 0.05 at batch 64 (0.1 x 64 / 128), cosine decay wit
 epoch, weight decay 5e-4, 30 epochs (660 steps); evaluation on the 360 test digits every 5 epochs.
 """
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 
 
 def get_config(arg=None):

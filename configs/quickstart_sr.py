@@ -15,7 +15,7 @@ Model: MSRResNet x2 with 32 features and 4 residual blocks (BasicSR's is 64 x 16
 (L1, Adam 2e-4 with betas 0.9/0.99, batch 16) shortened to 800 iterations with one cosine cycle.
 """
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 
 
 def get_config(arg=None):

@@ -22,11 +22,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pfca_jax import cli, cpu_flags, huge_pages
+from pfca_jax.cli import command, cpu_settings
 
-cpu_flags.apply()
 if __name__ == '__main__':
-  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
+  cpu_settings.apply()  # Before JAX: see pfca_jax/cli/cpu_settings.py.
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/quickstart.py.', lock_config=True)
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per attention: config.seed, config.seed + 1, ...')
@@ -45,13 +44,13 @@ def _default_name() -> str:
 
 
 def _header(name: str, argv: list[str], runs: list[dict]) -> str:
-  from pfca_jax import bench
+  from pfca_jax.bench import timing
   first = runs[0]
   return '\n'.join([
       f'# Ablation: {name}',
       '',
       f'Command: `{shlex.join(["python", "experiments/ablation.py"] + argv[1:])}`',
-      f'Machine: {bench.machine()}; written {datetime.date.today().isoformat()}.',
+      f'Machine: {timing.machine()}; written {datetime.date.today().isoformat()}.',
       f'Runs: {len(runs)} ({len({r["seed"] for r in runs})} seeds x {len({r["attention"] for r in runs})} attentions), '
       f'{first["steps"]} steps each; model {first["config"]["model"]["name"]}, dataset {first["config"]["dataset"]}.',
       'Table: mean ± sample standard deviation over seeds; "vs none": difference of the means ± its '
@@ -63,12 +62,12 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}')
   logging.set_verbosity(logging.ERROR)
-  cli.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
+  command.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
   import jax
-  from pfca_jax import ablation, compare
-  from pfca_jax.checkpointing import TrainingStopped
+  from pfca_jax.studies import ablation, compare
+  from pfca_jax.train.checkpointing import TrainingStopped
   from pfca_jax.errors import UserError
-  from pfca_jax.validation import check_workdir
+  from pfca_jax.train.validation import check_workdir
   try:
     attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
     for field in ('model.attention', 'compare_attentions'):  # Set per run here: an explicit value would be ignored.
@@ -97,4 +96,4 @@ def main(argv):
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))
+  app.run(main, flags_parser=functools.partial(command.parse_flags, config_flag=_CONFIG))

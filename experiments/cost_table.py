@@ -1,13 +1,13 @@
 """What each attention costs the paper's networks: parameters, GFLOPs and measured train-step time.
 
     python experiments/cost_table.py [--networks resnet18,resnet50,resnet101,cifar_resnet56,cifar_resnet164,msrresnet_x4]
-        [--attentions none,pfca,se,eca,simam] [--batch-size 16] [--rounds 3] [--out experiments/results/cost]
+        [--attentions none,pfca,se,eca,simam] [--batch_size 16] [--rounds 3] [--out experiments/results/cost]
 
 Parameters and forward GFLOPs (one example, XLA cost analysis of the reference formulation:
 pfca_jax.models.summary) at the input the paper quotes: 224x224 for the ImageNet ResNets, 32x32 for
 the CIFAR ResNets, a 64x64 low-resolution input for MSRResNet x4. Train-step time is the trainer's
 own jitted step (pfca_jax.bench.Entry: optimiser, loss and sharding of the configs) at that input
-and --batch-size, median over --rounds interleaved rounds of one network's attentions, so each
+and --batch_size, median over --rounds interleaved rounds of one network's attentions, so each
 network's attentions share the machine's drifts. Writes OUT.md (with the command and the machine)
 and OUT.json.
 """
@@ -20,14 +20,13 @@ import shlex
 import statistics
 import sys
 
-from pfca_jax import cpu_flags, huge_pages
-
-cpu_flags.apply()
 if __name__ == '__main__':
-  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
+  from pfca_jax.cli import cpu_settings
+  cpu_settings.apply()  # Before JAX: see pfca_jax/cli/cpu_settings.py.
 
 
-from pfca_jax import bench, sharding  # noqa: E402
+from pfca_jax.bench import timing  # noqa: E402
+from pfca_jax.train import sharding
 from pfca_jax.errors import UserError  # noqa: E402
 from pfca_jax.models import summary  # noqa: E402
 from pfca_jax.models.attention import ATTENTIONS  # noqa: E402
@@ -42,11 +41,11 @@ def measure(network: str, attentions: list[str], batch_size: int, rounds: int, l
   """One row per attention: params, GFLOPs, median step time (min-max) and growth over `none`."""
   entries = []
   for attention in attentions:
-    entry = bench.Entry(network, attention, batch_size, 'auto', 'float32', side=SIDES[network])
+    entry = timing.Entry(network, attention, batch_size, 'auto', 'float32', side=SIDES[network])
     entry.compile()
     log(f'compiled {entry.name} at {entry.side}x{entry.side} in {entry.compile_s:.1f}s')
     entries.append(entry)
-  bench.time_rounds(entries, rounds, 1, log)
+  timing.time_rounds(entries, rounds, 1, log)
   rows = []
   for entry in entries:
     cost = summary.summarize(entry.model, (1, entry.side, entry.side, 3))
@@ -80,17 +79,17 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python experiments/cost_table.py', description=__doc__.split('\n')[0])
   parser.add_argument('--networks', default=DEFAULT_NETWORKS)
   parser.add_argument('--attentions', default='none,pfca,se,eca,simam')
-  parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'cost'))
   args = parser.parse_args(argv)
   try:
-    networks = bench.parse_names(args.networks, SIDES, 'networks')
-    attentions = bench.parse_names(args.attentions, ATTENTIONS, 'attentions')
+    networks = timing.parse_names(args.networks, SIDES, 'networks')
+    attentions = timing.parse_names(args.attentions, ATTENTIONS, 'attentions')
     if args.batch_size < 1 or args.rounds < 1:
-      raise UserError(f'--batch-size={args.batch_size} and --rounds={args.rounds} must be >= 1')
-    sharding.check_batch_size('--batch-size', args.batch_size)
-    bench.check_writable('--out', args.out + '.md')
+      raise UserError(f'--batch_size={args.batch_size} and --rounds={args.rounds} must be >= 1')
+    sharding.check_batch_size('--batch_size', args.batch_size)
+    timing.check_writable('--out', args.out + '.md')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -98,7 +97,7 @@ def main(argv=None) -> int:
   rows = []
   for network in networks:
     rows += measure(network, attentions, args.batch_size, args.rounds, log)
-  machine = bench.machine()
+  machine = timing.machine()
   command = shlex.join(['python', 'experiments/cost_table.py'] + (sys.argv[1:] if argv is None else list(argv)))
   text = '\n'.join([
       '# What each attention costs: parameters, FLOPs and train-step time',

@@ -1,6 +1,6 @@
 """PFCA's train-step cost under other formulations of its channel statistics, timed side by side.
 
-    python experiments/pfca_formulations.py [--benchmark resnet50] [--batch-size 16] [--dtype float32]
+    python experiments/pfca_formulations.py [--benchmark resnet50] [--batch_size 16] [--dtype float32]
         [--variants none,pfca,two_pass,two_pass_barrier,raw_moments,se] [--rounds 5] [--steps 1]
         [--json out.json]
 
@@ -12,7 +12,7 @@ each block), traced with `pfca_weights` swapped for another formulation of the s
                     fused BatchNorm's per-(n, c) gain and shift), so XLA cannot fuse the chain
                     into the full-resolution kernels around it
   raw_moments       one level of sums of u and u^2, unshifted (loses precision when channel means are
-                    large and close together; see tests/test_attention.py)
+                    large and close together; see tests/test_fast_attention.py)
 and `none` / `se` for reference. This is how the shipped formulation was chosen
 (experiments/results/speed.md): the variants differ only in how XLA fuses them.
 """
@@ -22,18 +22,16 @@ import contextlib
 import json
 import sys
 
-from pfca_jax import cpu_flags, huge_pages
-
-cpu_flags.apply()
 if __name__ == '__main__':
-  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
+  from pfca_jax.cli import cpu_settings
+  cpu_settings.apply()  # Before JAX: see pfca_jax/cli/cpu_settings.py.
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from pfca_jax import bench  # noqa: E402
+from pfca_jax.bench import timing  # noqa: E402
 from pfca_jax.errors import UserError  # noqa: E402
-from pfca_jax.models import attention, fused  # noqa: E402
+from pfca_jax.models.fast import attention, batchnorm as fused  # noqa: E402
 
 
 def _two_pass(u, lam, variance):
@@ -86,38 +84,38 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python experiments/pfca_formulations.py', description=__doc__.split('\n')[0])
   parser.add_argument('--benchmark', default='resnet50')
   parser.add_argument('--variants', default=','.join(VARIANTS))
-  parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--steps', type=int, default=1)
   parser.add_argument('--json', default=None)
   args = parser.parse_args(argv)
   try:
-    benchmark = bench.parse_names(args.benchmark, bench.BENCHMARKS, 'benchmark')
+    benchmark = timing.parse_names(args.benchmark, timing.BENCHMARKS, 'benchmark')
     if len(benchmark) != 1:
       raise UserError(f'--benchmark={args.benchmark!r}: give one network')
-    variants = bench.parse_names(args.variants, VARIANTS, 'variants')
-    bench.check_timing_args(args)
+    variants = timing.parse_names(args.variants, VARIANTS, 'variants')
+    timing.check_timing_args(args)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   log = lambda text: print(text, file=sys.stderr, flush=True)
-  log(f'pfca_formulations on {bench.machine()}')
+  log(f'pfca_formulations on {timing.machine()}')
   entries = []
   for variant in variants:
     attention_name = 'pfca' if variant in FORMULATIONS else variant
     with _formulation(FORMULATIONS.get(variant, attention.pfca_weights)):
-      entry = bench.Entry(benchmark[0], attention_name, args.batch_size, 'auto', args.dtype)
+      entry = timing.Entry(benchmark[0], attention_name, args.batch_size, 'auto', args.dtype)
       entry.compile()  # Traces here, inside the swap.
     entry.name, entry.attention = f'{benchmark[0]} + {variant}', variant
     log(f'compiled {entry.name} in {entry.compile_s:.1f}s')
     entries.append(entry)
-  bench.time_rounds(entries, args.rounds, args.steps, log)
-  rows = bench.summarize(entries)
-  print(bench.format_table(rows))
+  timing.time_rounds(entries, args.rounds, args.steps, log)
+  rows = timing.summarize(entries)
+  print(timing.format_table(rows))
   if args.json:
     with open(args.json, 'w') as f:
-      json.dump({'machine': bench.machine(), 'dtype': args.dtype, 'rounds': args.rounds,
+      json.dump({'machine': timing.machine(), 'dtype': args.dtype, 'rounds': args.rounds,
                  'steps_per_round': args.steps, 'rows': rows}, f, indent=2)
   return 0
 

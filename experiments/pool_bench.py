@@ -17,7 +17,7 @@ import json
 import statistics
 import sys
 
-from pfca_jax.bench import median_ci95, paired_ratios
+from pfca_jax.bench.timing import median_ci95, paired_ratios
 
 
 def load_rows(path: str) -> dict:

@@ -34,18 +34,18 @@ part() {  # part NAME SECONDS ARGS...: one bench process with ARGS, its JSON in 
 for p in ${PARTS:-resnet50 small cifar164 tests}; do
   case $p in
     resnet50) part resnet50 280 --benchmarks=resnet50 --attentions=none,pfca,se,eca,simam --dtype=bfloat16 \
-        --batch-size=256 --rounds=8 --steps=5 --round-seconds=1.5 ;;
+        --batch_size=256 --rounds=8 --steps=5 --round_seconds=1.5 ;;
     small) part small 225 --benchmarks=msrresnet_x4,cifar_resnet56 --attentions=none,pfca,se --dtype=bfloat16 \
-        --batch-size=128 --rounds=6 --steps=5 --round-seconds=1 ;;
-    msr) part msr 150 --benchmarks=msrresnet_x4 --attentions=none,pfca,se --dtype=bfloat16 --batch-size=128 \
-        --rounds=10 --steps=5 --round-seconds=1 ;;
+        --batch_size=128 --rounds=6 --steps=5 --round_seconds=1 ;;
+    msr) part msr 150 --benchmarks=msrresnet_x4 --attentions=none,pfca,se --dtype=bfloat16 --batch_size=128 \
+        --rounds=10 --steps=5 --round_seconds=1 ;;
     # CIFAR ResNet-164 compiles slowly on the GPU (44 s without attention on an H100).
     cifar164) part cifar164 220 --benchmarks=cifar_resnet164 --attentions=none,pfca,se --dtype=bfloat16 \
-        --batch-size=128 --rounds=6 --steps=5 --round-seconds=1 ;;
+        --batch_size=128 --rounds=6 --steps=5 --round_seconds=1 ;;
     # PFCA's, the attentions' and the convolution choices' numerics tests on the GPU. Four workers share
     # the card, so none may take most of its memory up front.
     tests) XLA_PYTHON_CLIENT_PREALLOCATE=false limited tests 200 python3 -m pytest -q -p no:cacheprovider -n 4 \
-        tests/test_attention.py tests/test_fused.py tests/test_conv.py ;;
+        tests/test_attention.py tests/test_fast_attention.py tests/test_fast_batchnorm.py tests/test_fast_conv.py tests/test_fast_layer.py ;;
     *) echo "unknown part '$p': accepted resnet50, small, msr, cifar164, tests"; exit 2 ;;
   esac
 done

@@ -4,7 +4,7 @@
         [--tile 160] [--overlap 40] [--out experiments/results/sr_eval_compile]
 
 Evaluation and `predict upscale` run MSRResNet's residual body on the whole LR image and its
-upsampling tail in tiles (pfca_jax.tiling.Upscaler), so the body is compiled once per distinct LR
+upsampling tail in tiles (pfca_jax.tasks.tiling.Upscaler), so the body is compiled once per distinct LR
 image shape and the tail once. For each model and each of its LR sizes this prints and writes:
 - `compile s`: compiling `features` at that shape (what an evaluation pays once per new shape),
 - `upscaler s`: one image through the Upscaler, compiled (body whole, tail in tiles),
@@ -27,16 +27,16 @@ import shlex
 import sys
 import time
 
-from pfca_jax import cpu_flags, huge_pages
-
-cpu_flags.apply()
 if __name__ == '__main__':
-  huge_pages.reexec_if_useful()  # Before JAX: see pfca_jax/huge_pages.py.
+  from pfca_jax.cli import cpu_settings
+  cpu_settings.apply()  # Before JAX: see pfca_jax/cli/cpu_settings.py.
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pfca_jax import bench, models, tiling  # noqa: E402
+from pfca_jax import models  # noqa: E402
+from pfca_jax.bench import timing
+from pfca_jax.tasks import tiling
 from pfca_jax.errors import UserError  # noqa: E402
 from pfca_jax.models.attention import ATTENTIONS  # noqa: E402
 
@@ -91,7 +91,7 @@ def markdown(rows: list[dict], command: str) -> str:
                  f'{r["upscaler_8bit_differ"]:,} / {r["tiled_8bit_differ"]:,} of {r["8bit_values"]:,} |')
   return '\n'.join([
       '# Exact super-resolution evaluation: compile cost per image shape', '',
-      f'Command: `{command}`', f'Machine: {bench.machine()}; written {datetime.date.today().isoformat()}.', '',
+      f'Command: `{command}`', f'Machine: {timing.machine()}; written {datetime.date.today().isoformat()}.', '',
       'Seconds: `compile` = compiling the body (`MSRResNet.features`) at that LR shape, paid once per distinct '
       'shape; `upscaler` = one image, body whole and tail in tiles (what evaluation and predict run, its first call '
       'at the shape, so compile included); `tiled` = the whole network in tiles of the same size (the earlier '
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     if args.attention not in ATTENTIONS:
       raise UserError(f'--attention={args.attention}: valid: {", ".join(ATTENTIONS)}')
     tiling.check_tiles(args.tile, args.overlap)
-    bench.check_writable('--out', args.out + '.md')
+    timing.check_writable('--out', args.out + '.md')
   except (UserError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
   with open(args.out + '.md', 'w') as f:
     f.write(markdown(rows, command))
   with open(args.out + '.json', 'w') as f:
-    json.dump({'command': command, 'machine': bench.machine(), 'rows': rows}, f, indent=2)
+    json.dump({'command': command, 'machine': timing.machine(), 'rows': rows}, f, indent=2)
   print(markdown(rows, command))
   return 0
 

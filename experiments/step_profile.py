@@ -1,7 +1,7 @@
 """Where a train step's time goes, per attention: the step's operations timed by JAX's profiler.
 
     python experiments/step_profile.py --benchmark=msrresnet_x4 --attentions=none,pfca,se --rounds=16
-        [--batch-size=16] [--side=N] [--top=12] [--json=F]
+        [--batch_size=16] [--side=N] [--top=12] [--json=F]
 
 Whole-step A/B timing (`python -m pfca_jax.bench`) on the 2-core CPU resolves an overhead to several
 points per run: the host's speed moves by 10-15% from step to step, in CPU time as much as in wall
@@ -20,7 +20,7 @@ gradient makes of it, a copy `none` makes too). What an attention costs elsewher
 evict) is not in it. Work a thunk hands to the runtime's thread pool (the convolutions) is outside
 its event, and thunks that run at once on two cores overlap, so the timed thunks' sum (the table's
 share of the step) is not the step. Each round, per entry and in the benchmark's interleaved order,
-runs `bench.Entry.run(1)` (the benchmark's untimed step and one timed step, both unprofiled), then one
+runs `timing.Entry.run(1)` (the benchmark's untimed step and one timed step, both unprofiled), then one
 profiled step.
 """
 
@@ -37,16 +37,16 @@ import tempfile
 import time
 
 if __name__ == '__main__':
-  from pfca_jax import huge_pages
-  huge_pages.reexec_if_useful()  # As the trainer and the benchmark run.
+  from pfca_jax.cli import cpu_settings
+  cpu_settings.apply()  # As the trainer and the benchmark run; before JAX starts.
 
-from pfca_jax import bench  # Sets the trainer's XLA CPU flags before JAX starts.
+from pfca_jax.bench import timing
 from pfca_jax.errors import UserError
 
 import jax  # noqa: E402
 
 # The attention modules, and the BatchNorm each ResNet block ends with (bn2 in a basic block, bn3 in a
-# bottleneck), which PFCA is fused into there (models/fused.py). A bottleneck's middle bn2 is in too:
+# bottleneck), which PFCA is fused into there (models/fast/batchnorm.py). A bottleneck's middle bn2 is in too:
 # it is the same for every attention, so it cancels in the difference to `none`.
 SCOPE = r'/(attention|bn2|bn3)/'
 _COMPUTATION = re.compile(r'\n(?=(?:ENTRY )?%[\w.\-]+ \()')
@@ -66,7 +66,7 @@ def scoped_operations(hlo_text: str, scope: str = SCOPE) -> set[str]:
     computations[(head[1] if head[0] == 'ENTRY' else head[0]).lstrip('%')] = text
   pattern = re.compile(scope)
   scoped = set()
-  for name, _, line in bench.entry_instructions(hlo_text):
+  for name, _, line in timing.entry_instructions(hlo_text):
     text = line + ''.join(computations.get(c, '') for c in _CALLS.findall(line))
     if any(pattern.search(n) for n in _OP_NAME.findall(text)):
       scoped.add(name)
@@ -96,11 +96,11 @@ def kind(name: str) -> str:
 class Profiled:
   """A bench entry with the names of its step's operations, all and the attention's."""
 
-  def __init__(self, entry: bench.Entry, scope: str = SCOPE):
+  def __init__(self, entry: timing.Entry, scope: str = SCOPE):
     self.entry = entry
-    hlo = entry.hlo_text  # Of the compiled step (bench.Entry.compile).
+    hlo = entry.hlo_text  # Of the compiled step (timing.Entry.compile).
     self.scoped = scoped_operations(hlo, scope)
-    self.operations = {name for name, _, _ in bench.entry_instructions(hlo)}
+    self.operations = {name for name, _, _ in timing.entry_instructions(hlo)}
     self.rounds = []  # (step seconds, {operation: seconds}) per round.
 
   def profile_step(self, workdir: str) -> None:
@@ -141,9 +141,9 @@ def pair_with_none(rows: list[dict]) -> list[dict]:
     if base is None or row is base:
       continue
     own = [(s - s0) / b for s, s0, b in zip(row['scoped_s_rounds'], base['scoped_s_rounds'], base['step_s_rounds'])]
-    whole = bench.paired_ratios(row['step_s_rounds'], base['step_s_rounds'])
-    row.update(own_share_rounds=own, own_share_median=statistics.median(own), own_share_ci95=bench.median_ci95(own),
-               step_paired_median=statistics.median(whole), step_paired_ci95=bench.median_ci95(whole))
+    whole = timing.paired_ratios(row['step_s_rounds'], base['step_s_rounds'])
+    row.update(own_share_rounds=own, own_share_median=statistics.median(own), own_share_ci95=timing.median_ci95(own),
+               step_paired_median=statistics.median(whole), step_paired_ci95=timing.median_ci95(whole))
   return rows
 
 
@@ -169,7 +169,7 @@ def format_report(rows: list[dict], top: int) -> str:
     for b in with_own[i + 1:]:
       diff = [x - y for x, y in zip(a['own_share_rounds'], b['own_share_rounds'])]
       lines.append(f'{a["attention"]} against {b["attention"]}: own work '
-                   f'{paired(statistics.median(diff), bench.median_ci95(diff))} of none\'s step, paired by round')
+                   f'{paired(statistics.median(diff), timing.median_ci95(diff))} of none\'s step, paired by round')
   kinds = sorted({k for r in rows for k in r['kinds_s']}, key=lambda k: -max(r['kinds_s'].get(k, 0) for r in rows))
   lines += ['', 'ms per step by operation kind (medians over rounds):',
             f'{"kind":32s}' + ''.join(f'{r["attention"]:>10s}' for r in rows)]
@@ -180,24 +180,24 @@ def format_report(rows: list[dict], top: int) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--benchmark', default='msrresnet_x4', help=', '.join(bench.BENCHMARKS))
+  parser.add_argument('--benchmark', default='msrresnet_x4', help=', '.join(timing.BENCHMARKS))
   parser.add_argument('--attentions', default='none,pfca,se')
   parser.add_argument('--rounds', type=int, default=16)
-  parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--side', type=int, default=None)
   parser.add_argument('--scope', default=SCOPE, help='regex of the module paths counted as the attention')
   parser.add_argument('--top', type=int, default=12, help='operation kinds listed')
   parser.add_argument('--json', default=None)
-  parser.set_defaults(steps=1)  # One profiled step per entry and round (bench.check_timing_args reads it).
+  parser.set_defaults(steps=1)  # One profiled step per entry and round (timing.check_timing_args reads it).
   args = parser.parse_args(argv)
   try:
-    benchmarks = bench.parse_names(args.benchmark, bench.BENCHMARKS, 'benchmark')
+    benchmarks = timing.parse_names(args.benchmark, timing.BENCHMARKS, 'benchmark')
     if len(benchmarks) != 1:
-      raise UserError(f'--benchmark={args.benchmark!r}: one benchmark a run, of {", ".join(bench.BENCHMARKS)}')
+      raise UserError(f'--benchmark={args.benchmark!r}: one benchmark a run, of {", ".join(timing.BENCHMARKS)}')
     benchmark = benchmarks[0]
-    attentions = bench.parse_names(args.attentions, bench.ATTENTIONS, 'attentions')
-    bench.check_timing_args(args)
-    bench.check_side(args.side, [benchmark])
+    attentions = timing.parse_names(args.attentions, timing.ATTENTIONS, 'attentions')
+    timing.check_timing_args(args)
+    timing.check_side(args.side, [benchmark])
     try:
       re.compile(args.scope)
     except re.error as e:
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     return 2
   profiled = {}
   for a in attentions:
-    entry = bench.Entry(benchmark, a, args.batch_size, 'auto', 'float32', side=args.side)
+    entry = timing.Entry(benchmark, a, args.batch_size, 'auto', 'float32', side=args.side)
     entry.compile()
     profiled[a] = Profiled(entry, args.scope)
   with tempfile.TemporaryDirectory() as workdir:
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         p.profile_step(workdir)
       print(f'round {r + 1}/{args.rounds}: ' + ', '.join(f'{a} {p.rounds[-1][0]:.3f}s' for a, p in profiled.items()),
             flush=True)
-  rows, machine = summarize(profiled), bench.machine()
+  rows, machine = summarize(profiled), timing.machine()
   print(f'{benchmark}, batch {args.batch_size}, {args.rounds} profiled steps per attention; {machine}')
   print(format_report(rows, args.top))
   if args.json:

@@ -1,4 +1,4 @@
-"""MATLAB-compatible bicubic `imresize` (CONVENTIONS.md section 4).
+"""MATLAB-compatible bicubic `imresize` (docs/training.md, "Super-resolution evaluation").
 
 SR benchmarks publish numbers for LR images made by MATLAB's `imresize(img,
 1/scale, 'bicubic')`; a different resampler (PIL, `jax.image.resize`, OpenCV)

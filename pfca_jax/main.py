@@ -2,7 +2,7 @@
 
 Only parses flags, joins the processes of a multi-host run, and calls
 `pfca_jax.train.train_and_evaluate` (or, when the config sets `compare_attentions`,
-`pfca_jax.compare.run`, which calls it once per attention). Mistakes in what was asked for end with one line on stderr
+`pfca_jax.studies.compare.run`, which calls it once per attention). Mistakes in what was asked for end with one line on stderr
 (a refused resume with one more line per differing field) and exit status 2; divergence with one line and
 status 3; a stop by SIGTERM or Ctrl-C, once its checkpoint is saved, with 128 + the signal's number (143, 130).
 """
@@ -14,9 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pfca_jax import cli, cpu_flags, huge_pages
-
-cpu_flags.apply()
+from pfca_jax.cli import command, cpu_settings
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar100_resnet56.py[:ATTENTION].',
                                           lock_config=True)
@@ -34,9 +32,11 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
   logging.set_verbosity(logging.ERROR)  # Our progress goes to stdout; TFDS's info chatter does not.
-  cli.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  from pfca_jax import checkpointing, compare, reporting, train
-  from pfca_jax.validation import UserError
+  command.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from pfca_jax import train
+  from pfca_jax.train import checkpointing, reporting
+  from pfca_jax.studies import compare
+  from pfca_jax.train.validation import UserError
   config = _CONFIG.value
   try:
     if config.get('compare_attentions'):
@@ -54,6 +54,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  huge_pages.reexec_if_useful()
+  cpu_settings.apply()  # Before JAX starts; each setting documented there, PFCA_JAX_CPU_SETTINGS=0 skips all.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: no C++ log noise.
-  app.run(main, flags_parser=functools.partial(cli.parse_flags, config_flag=_CONFIG))
+  app.run(main, flags_parser=functools.partial(command.parse_flags, config_flag=_CONFIG))

@@ -1,4 +1,4 @@
-"""PSNR and SSIM exactly as SR papers report them (CONVENTIONS.md section 4).
+"""PSNR and SSIM exactly as SR papers report them (docs/training.md, "Super-resolution evaluation").
 
 Published SR numbers come from MATLAB scripts (and BasicSR, which mirrors them);
 small convention changes move PSNR by tenths of a dB, so every choice is fixed:

@@ -4,7 +4,7 @@ Usage:
 
     python -m pfca_jax.plot WORKDIR [WORKDIR ...] [--out=FILE.png] [--metric=NAME] [--smooth=N]
 
-Each WORKDIR is a training run's --workdir: its metrics.jsonl (written by `pfca_jax.reporting`) gives
+Each WORKDIR is a training run's --workdir: its metrics.jsonl (written by `pfca_jax.train.reporting`) gives
 the curves, its config.json (when present) the task and the label. The figure has the train loss vs
 step on the left, then one panel per evaluation set with the eval metric vs step: top-1 accuracy for
 classification, PSNR-Y for super-resolution. --metric picks another one: `eval/<set>/<name>` (that

@@ -6,7 +6,7 @@
 The model is rebuilt from WORKDIR/config.json and only its parameters and BatchNorm statistics are
 read from the latest checkpoint, so neither the training data nor the optimiser state is needed, and
 a run trained on many devices predicts on one. Classification preprocesses each image exactly as
-evaluation does. Upscaling computes what evaluation computes (`pfca_jax.tiling.Upscaler`): the
+evaluation does. Upscaling computes what evaluation computes (`pfca_jax.tasks.tiling.Upscaler`): the
 residual body, where the attention is, on the whole image, the upsampling tail in overlapping tiles,
 with a progress bar over the tiles; above 2048 x 2048 pixels the whole network goes in tiles, with a note.
 
@@ -85,7 +85,7 @@ def open_run(workdir: str, task: str):
 
 def create_model(config, spec=None):
   """The network of the run: `spec` (the dataset's DatasetSpec) gives the number of classes."""
-  from pfca_jax.validation import create_model as create
+  from pfca_jax.train.validation import create_model as create
   if config.task == 'super_resolution':
     return create(config, scale=config.scale)
   return create(config, num_classes=spec.num_classes)
@@ -117,23 +117,20 @@ def restore_variables(workdir: str, model, input_shape) -> dict:
   needed), and its explicit one-device sharding lets a checkpoint written on 8 devices load on 1.
   """
   import jax
-  import orbax.checkpoint as ocp
-  from pfca_jax import sharding
+  from pfca_jax.train import sharding
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros(input_shape), train=False))
   placement = sharding.replicated(sharding.create_mesh(jax.local_devices()[:1]))
   target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=placement),
                         {'params': shapes['params'], 'batch_stats': shapes.get('batch_stats', {})})
+  from pfca_jax.train import checkpointing
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-                                  item_handlers={'state': ocp.PyTreeCheckpointHandler(),
-                                                 'meta': ocp.JsonCheckpointHandler()})
+  manager = checkpointing.open_read_only(workdir)
+  if manager is None or manager.latest_step() is None:
+    raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
   try:
     step = manager.latest_step()
-    if step is None:
-      raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
     _check_checkpoint(target, dict(manager.item_metadata(step)['state'].tree), directory)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
+    restored, _ = checkpointing.restore(manager, step, target, partial=True)
   except UserError:
     raise
   except Exception as e:  # noqa: BLE001 -- orbax raises many types for a damaged checkpoint.
@@ -141,7 +138,7 @@ def restore_variables(workdir: str, model, input_shape) -> dict:
     raise UserError(f'cannot restore the checkpoint in {directory}: {reason}') from None
   finally:
     manager.close()
-  return dict(restored['state'])
+  return dict(restored)
 
 
 def make_forward(model, variables):
@@ -246,14 +243,14 @@ def classify(args) -> None:
 
 
 class TileProgress:
-  """tiling.upscale's progress(done, total) callback, drawn with pfca_jax.progress once the total is known."""
+  """tiling.upscale's progress(done, total) callback, drawn with pfca_jax.train.progress once the total is known."""
 
   def __init__(self, desc: str, stream=None, bar: bool | None = None):
     self.desc, self.stream, self.use_bar, self.bar = desc, stream or sys.stderr, bar, None
 
   def __call__(self, done: int, total: int) -> None:
     if self.bar is None:
-      from pfca_jax.progress import Progress
+      from pfca_jax.train.progress import Progress
       # Started after the first batch, which compiles: rate and ETA are then those of the steady state.
       self.bar = Progress(total, self.desc, 'tiles', initial=done, stream=self.stream, bar=self.use_bar,
                           interval=10.0)
@@ -267,7 +264,7 @@ class TileProgress:
 
 def upscale_image(upscaler, rgb: np.ndarray, progress=None) -> np.ndarray:
   """The uint8 (scale*H, scale*W, 3) super-resolution of a uint8 RGB image by a `tiling.Upscaler`."""
-  from pfca_jax import tiling
+  from pfca_jax.tasks import tiling
   return tiling.to_uint8(upscaler(rgb.astype(np.float32) / 255.0, progress=progress))
 
 
@@ -277,7 +274,7 @@ def upscale(args) -> None:
   config = open_run(args.workdir, 'super_resolution')
   tile = config.eval_tile if args.tile is None else args.tile
   overlap = config.eval_tile_overlap if args.overlap is None else args.overlap
-  from pfca_jax import tiling
+  from pfca_jax.tasks import tiling
   try:
     tiling.check_upscale_tiles(tile, overlap)
   except ValueError:

@@ -6,8 +6,12 @@ import os
 import shutil
 import tempfile
 
-# Must precede the first import of jax anywhere in the test session.
+from pfca_jax.cli import cpu_settings  # noqa: E402 -- imports nothing but the standard library.
+
+# Must precede the first import of jax anywhere in the test session. The commands' XLA flag too
+# (cpu_settings.py): the tests compile and run what the commands do, and its convolutions are faster.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+cpu_settings.set_xla_flag()
 # Many tests compile the same programs (a resumed run, another seed, the subprocesses of the CLI
 # tests, which inherit the variables): a compilation cache shared by the session makes the suite
 # about a quarter faster. A fresh folder each session, so nothing outlives it.
@@ -18,7 +22,7 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 
 import chex  # noqa: E402
 import jax  # noqa: E402
-import orbax.checkpoint as ocp  # noqa: E402
+from pfca_jax.train import checkpointing  # noqa: E402
 
 # The tests compare with NumPy at float32 tolerances. A GPU's default for float32 products and
 # convolutions is TF32 (a 10-bit mantissa): on an H100 the SE test missed rtol 2e-5 that way. Full
@@ -57,8 +61,11 @@ def plain_kaiming(variables):
 
 def checkpointed_state(workdir, step=None):
   """The train state saved in WORKDIR/checkpoints at `step` (default: the latest), or None if there is none."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'meta'))
-  step = manager.latest_step() if step is None else step
+  manager = checkpointing.open_read_only(workdir)
+  step = None if manager is None else (manager.latest_step() if step is None else step)
   if step is None:
     return None
-  return manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  try:
+    return checkpointing.restore(manager, step)[0]
+  finally:
+    manager.close()

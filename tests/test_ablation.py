@@ -11,8 +11,9 @@ import sys
 import pytest
 from conftest import load_repo_module
 
-from pfca_jax import ablation, compare, data
-from pfca_jax.checkpointing import TrainingStopped
+from pfca_jax import data
+from pfca_jax.studies import ablation, compare
+from pfca_jax.train.checkpointing import TrainingStopped
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOP1 = 'eval/test/top1'

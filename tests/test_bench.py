@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from pfca_jax import bench
+from pfca_jax.bench import timing
 
 
 def test_bench_writes_rows_with_overheads(tmp_path, capsys):
   out = tmp_path / 'bench.json'
-  assert bench.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch-size=8', '--rounds=2',
-                     '--steps=1', '--round-seconds=0.5', '--torch=off', f'--json={out}']) == 0
+  assert timing.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch_size=8', '--rounds=2',
+                     '--steps=1', '--round_seconds=0.5', '--torch=off', f'--json={out}']) == 0
   result = json.loads(out.read_text())
   rows = {r['name']: r for r in result['rows']}
   assert set(rows) == {'cifar_resnet20 + none', 'cifar_resnet20 + pfca'}
@@ -38,11 +38,11 @@ def test_bench_writes_rows_with_overheads(tmp_path, capsys):
 def test_side_sets_the_input_of_every_entry(tmp_path):
   # The digits quick start's shape: 16x16 inputs, whose activations are a quarter of those at 32x32.
   out = tmp_path / 'bench.json'
-  assert bench.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch-size=8', '--rounds=1',
+  assert timing.main(['--benchmarks=cifar_resnet20', '--attentions=none,pfca', '--batch_size=8', '--rounds=1',
                      '--steps=1', '--side=16', '--torch=off', f'--json={out}']) == 0
   rows = {r['attention']: r for r in json.loads(out.read_text())['rows']}
   assert rows['none']['side'] == rows['pfca']['side'] == 16
-  entry = bench.Entry('cifar_resnet20', 'none', 8, 'auto', 'float32', side=32)
+  entry = timing.Entry('cifar_resnet20', 'none', 8, 'auto', 'float32', side=32)
   entry.compile()
   assert rows['none']['bytes_accessed'] < entry.bytes_accessed  # The same step at CIFAR's 32x32.
 
@@ -71,7 +71,7 @@ ENTRY %main.9 (x.1: f32[8,4]) -> (f32[8]{0}, f32[]) {
 def test_step_ops_count_what_runs_in_the_entry_computation():
   # The fusion (tuple-shaped), the copy and the reduce; not the parameter, constant, bitcast, tuple
   # plumbing, nor the instructions of the called computation.
-  assert bench.count_step_ops(STEP_HLO) == 3
+  assert timing.count_step_ops(STEP_HLO) == 3
 
 
 @pytest.mark.parametrize('n,ranks', [(5, None), (6, (1, 6)), (10, (2, 9)), (40, (14, 27)), (100, (40, 61))])
@@ -80,20 +80,20 @@ def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
   # their own ranks, shuffled so that the function has to sort them.
   values = [float(v) for v in range(1, n + 1)]
   values = values[1::2] + values[::2]
-  assert bench.median_ci95(values) == (None if ranks is None else tuple(map(float, ranks)))
+  assert timing.median_ci95(values) == (None if ranks is None else tuple(map(float, ranks)))
 
 
 @pytest.mark.parametrize('argv,message', [
     (['--benchmarks=resnet49'], "--benchmarks='resnet49': resnet49; valid: resnet18, resnet34, resnet50"),
     (['--attentions=none,cbam'], "--attentions='none,cbam': cbam; valid: none, pfca"),
-    (['--batch-size=3'], '--batch-size'),
-    (['--round-seconds=-1'], '--round-seconds=-1.0 must be >= 0'),
-    (['--torch-layouts=nhwc'], "--torch-layouts='nhwc': nhwc; valid: nchw, channels_last"),
+    (['--batch_size=3'], '--batch_size'),
+    (['--round_seconds=-1'], '--round_seconds=-1.0 must be >= 0'),
+    (['--torch_layouts=nhwc'], "--torch_layouts='nhwc': nhwc; valid: nchw, channels_last"),
     (['--benchmarks=cifar_resnet56,resnet50', '--side=16'], '--side=16 is below what resnet50 takes: at least 32'),
     (['--benchmarks=cifar_resnet20', '--side=2'], '--side=2 is below what cifar_resnet20 takes: at least 4'),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
-  assert bench.main(argv + ['--torch=off']) == 2
+  assert timing.main(argv + ['--torch=off']) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error: ') and message in err[0]
 
@@ -110,7 +110,7 @@ def test_rounds_alternate_the_order_of_entries():
       return 0.01
 
   entries = [Fake('a'), Fake('b'), Fake('c')]
-  bench.time_rounds(entries, rounds=3, steps_per_round=2, log=lambda text: None)
+  timing.time_rounds(entries, rounds=3, steps_per_round=2, log=lambda text: None)
   assert calls == ['a', 'b', 'c', 'c', 'b', 'a', 'a', 'b', 'c']
   assert all(e.times == [0.01] * 3 and e.steps == 2 for e in entries)
 
@@ -123,8 +123,8 @@ def test_table_prints_both_overheads_and_the_interval():
       self.name, self.benchmark, self.attention, self.batch = f'net + {attention}', 'net', attention, 4
       self.times = rounds[attention]
 
-  rows = bench.summarize([Timed('none'), Timed('pfca')])
-  line = bench.format_table(rows).splitlines()[-1]
+  rows = timing.summarize([Timed('none'), Timed('pfca')])
+  line = timing.format_table(rows).splitlines()[-1]
   assert line.startswith('net + pfca')
   # Ratio of medians +3.5%; paired: median of the rounds' ratios, interval from the 1st and 6th of six.
   assert '+3.5%' in line and '+3.5% [+1.0, +6.0]' in line

@@ -13,7 +13,7 @@ cost_table = load_repo_module('experiments/cost_table.py')
 
 def test_cost_table_rows_and_growth(tmp_path, capsys):
   out = str(tmp_path / 'cost')
-  assert cost_table.main(['--networks=cifar_resnet20', '--attentions=none,se', '--rounds=1', '--batch-size=8',
+  assert cost_table.main(['--networks=cifar_resnet20', '--attentions=none,se', '--rounds=1', '--batch_size=8',
                           f'--out={out}']) == 0
   rows = json.load(open(out + '.json'))['rows']
   assert [r['attention'] for r in rows] == ['none', 'se'] and all(r['input'] == '32x32' for r in rows)

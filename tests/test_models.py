@@ -1,4 +1,4 @@
-"""The model factory and the exact parameter counts of CONVENTIONS section 2."""
+"""The model factory and the exact parameter counts of docs/models.md."""
 
 import jax
 import jax.numpy as jnp

@@ -18,11 +18,13 @@ import tensorflow_datasets as tfds
 from conftest import checkpointed_state
 from PIL import Image
 
-from pfca_jax import config_defaults, image_io, predict, tiling, train
+from pfca_jax import image_io, predict, train
+from pfca_jax.train import config_defaults
+from pfca_jax.tasks import tiling
 from pfca_jax.data import classification, fake_data, preprocessing
 from pfca_jax.imresize import imresize
-from pfca_jax.super_resolution import to_uint8
-from pfca_jax.validation import create_model
+from pfca_jax.tasks.super_resolution import to_uint8
+from pfca_jax.train.validation import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -2,7 +2,7 @@
 
 import io
 
-from pfca_jax import progress
+from pfca_jax.train import progress
 
 
 class Terminal(io.StringIO):

@@ -11,14 +11,15 @@ import pytest
 from conftest import REPO, checkpointed_state, load_repo_module
 from sklearn.datasets import load_digits
 
-from pfca_jax import compare, metrics
+from pfca_jax import metrics
+from pfca_jax.studies import compare
 from pfca_jax.data import classification as cls_data
 from pfca_jax.data import digits, skimage_photos, tfds_source
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
-from pfca_jax.tiling import to_uint8
-from pfca_jax.validation import create_model
+from pfca_jax.tasks.tiling import to_uint8
+from pfca_jax.train.validation import create_model
 
 def load_config(name, arg=None):
   return load_repo_module(f'configs/{name}.py').get_config(arg)

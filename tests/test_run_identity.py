@@ -16,7 +16,8 @@ import tensorflow_datasets as tfds
 from conftest import REPO
 from test_train_classification import mock_cifar, synchronous_checkpoints, tiny_cifar  # noqa: F401 -- fixtures.
 
-from pfca_jax import checkpointing, config_defaults, run_identity, train
+from pfca_jax import train
+from pfca_jax.train import checkpointing, config_defaults, run_identity
 from pfca_jax.errors import UserError
 
 

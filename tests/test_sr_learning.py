@@ -7,7 +7,8 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-from pfca_jax import config_defaults, metrics, train
+from pfca_jax import metrics, train
+from pfca_jax.train import config_defaults
 from pfca_jax.data import fake_data
 from pfca_jax.imresize import imresize
 

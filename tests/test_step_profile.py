@@ -10,7 +10,8 @@ import pytest
 from conftest import load_repo_module
 
 from pfca_jax.models.attention import get_attention
-from pfca_jax.models.conv import Conv
+from pfca_jax.models.fast.attention import FAST_VERSIONS
+from pfca_jax.models.fast.conv import Conv
 
 step_profile = load_repo_module('experiments/step_profile.py')
 
@@ -48,7 +49,7 @@ class State(NamedTuple):
 
 
 class TinyEntry:
-  """What step_profile uses of a bench.Entry, for a conv and an attention in a module named `scope_name`.
+  """What step_profile uses of a timing.Entry, for a conv and an attention in a module named `scope_name`.
 
   The convolution leaves its bias to the attention, as in MSRResNet, so `none` has an operation in
   the scope too (the bias add).
@@ -59,7 +60,8 @@ class TinyEntry:
       @nn.compact
       def __call__(self, x):
         y, bias = Conv(8, (3, 3), padding=1)(x, add_bias=False)
-        return jnp.sum(jnp.square(get_attention(attention)(name=scope_name)(y, bias=bias)))
+        fast = FAST_VERSIONS[get_attention(attention).func]
+        return jnp.sum(jnp.square(fast(name=scope_name)(y, bias=bias)))
 
     net = Net()
     self.batch_data = jnp.ones((2, 8, 8, 3))
@@ -96,10 +98,10 @@ def test_an_attention_is_found_only_under_its_modules_name(uncached_compiles):
 
 
 def test_profiled_rounds_pair_each_attention_with_none(tmp_path, monkeypatch, capsys):
-  monkeypatch.setattr(step_profile.bench, 'Entry', lambda benchmark, attention, *args, **kwargs: TinyEntry(attention))
+  monkeypatch.setattr(step_profile.timing, 'Entry', lambda benchmark, attention, *args, **kwargs: TinyEntry(attention))
   out = tmp_path / 'profile.json'
   assert step_profile.main(['--benchmark=cifar_resnet20', '--attentions=none,pfca,se', '--rounds=2',
-                            '--batch-size=8', f'--json={out}']) == 0
+                            '--batch_size=8', f'--json={out}']) == 0
   rows = {r['attention']: r for r in json.loads(out.read_text())['rows']}
   # `none` adds the bias in scope; PFCA and SE add their statistics and rescale, forward and backward.
   assert 0 < rows['none']['scoped_operations'] < rows['pfca']['scoped_operations']

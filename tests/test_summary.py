@@ -48,7 +48,7 @@ def test_compare_without_none_has_no_growth_columns():
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
   out = tmp_path / 'rows.json'
   assert summary.main(['--model', 'msrresnet', '--scale', '2', '--attention', 'pfca',
-                       '--input-size', '8x12', '--json', str(out)]) == 0
+                       '--input_size', '8x12', '--json', str(out)]) == 0
   text = capsys.readouterr().out
   assert 'msrresnet at input 1x8x12x3' in text
   lines = [line.split() for line in text.splitlines() if line.startswith(('none', 'pfca'))]
@@ -60,8 +60,8 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
 @pytest.mark.parametrize('argv, message', [
     (['--model', 'resnet51'], "invalid choice: 'resnet51'"),
     (['--model', 'resnet50', '--attention', 'cbam'], "unknown attention 'cbam'; valid: none, pfca, se, eca, simam"),
-    (['--model', 'resnet50', '--input-size', '0'], "--input-size '0' is not a positive size"),
-    (['--model', 'resnet50', '--batch-size', '0'], '--batch-size 0 must be >= 1'),
+    (['--model', 'resnet50', '--input_size', '0'], "--input_size '0' is not a positive size"),
+    (['--model', 'resnet50', '--batch_size', '0'], '--batch_size 0 must be >= 1'),
     (['--model', 'msrresnet', '--scale', '5'], 'scale=5 is not supported; valid: (2, 3, 4)'),
 ])
 def test_cli_bad_arguments_exit_2_with_one_line(argv, message, capsys):

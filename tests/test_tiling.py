@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import plain_kaiming
 
-from pfca_jax import models, tiling
+from pfca_jax import models
+from pfca_jax.tasks import tiling
 
 
 def small_model(attention='none', scale=2):

@@ -14,8 +14,9 @@ from conftest import checkpointed_state, load_repo_module
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax import checkpointing, data, train
-from pfca_jax.validation import UserError
+from pfca_jax import data, train
+from pfca_jax.train import checkpointing, reporting
+from pfca_jax.train.validation import UserError
 
 def load_config(name, arg=None, **overrides):
   config = load_repo_module(f'configs/{name}.py').get_config(arg)
@@ -128,7 +129,7 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, mock_cifar, m
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, mock_cifar):
   workdir = str(tmp_path / 'run')
   config = tiny_cifar(base_learning_rate=1e30, num_train_steps=6, checkpoint_every_steps=1, log_every_steps=1)
-  with pytest.raises(train.reporting.TrainingDiverged, match=r'is (nan|inf) at step \d+.*last good checkpoint'):
+  with pytest.raises(reporting.TrainingDiverged, match=r'is (nan|inf) at step \d+.*last good checkpoint'):
     train.train_and_evaluate(config, workdir)
   state = checkpointed_state(workdir)
   if state is not None:

@@ -11,10 +11,11 @@ from conftest import checkpointed_state
 import skimage.data
 from PIL import Image
 
-from pfca_jax import config_defaults, train
+from pfca_jax import train
+from pfca_jax.train import config_defaults
 from pfca_jax.data import fake_data
 from pfca_jax.imresize import imresize
-from pfca_jax.validation import UserError
+from pfca_jax.train.validation import UserError
 
 
 def crops(n, seed, size):

@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from pfca_jax import classification, config_defaults, losses, optim, sharding, steps, train_state
+from pfca_jax.tasks import classification, losses
+from pfca_jax.train import config_defaults, optim, sharding, steps, train_state
 from pfca_jax.models import resnet
 
 

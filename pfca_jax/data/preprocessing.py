@@ -1,4 +1,4 @@
-"""Image preprocessing of the classification recipes (CONVENTIONS.md section 3).
+"""Image preprocessing of the classification recipes (docs/training.md, "Recipes").
 
 Every random op is stateless and takes its seed as an argument, so an example's
 augmentation depends only on the seed the pipeline derives for it, never on how

@@ -1,7 +1,7 @@
 """Real photographs that ship inside scikit-image, as a prepared-on-demand TFDS super-resolution dataset.
 
 Like DIV2K's bicubic tracks, each example is an (LR, HR) pair: HR is the photo mod-cropped to a
-multiple of the scale, LR its MATLAB-bicubic downscale (pfca_jax.imresize, CONVENTIONS.md section 4).
+multiple of the scale, LR its MATLAB-bicubic downscale (pfca_jax.imresize, docs/training.md, "Super-resolution evaluation").
 The photos are split by content, never by crop: training sees six photos and evaluation three others
 (one of them greyscale, repeated to RGB), so the validation scores are on scenes the model never saw.
 `SkimagePhotos` writes ordinary TFRecords into the TFDS data_dir the first time a run asks for them

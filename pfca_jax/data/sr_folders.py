@@ -1,7 +1,7 @@
 """Super-resolution benchmark folders (Set5, Set14, B100, Urban100, Manga109): HR images, LR given or made.
 
 Kept free of TensorFlow: evaluating on a folder of images needs only PIL and numpy.
-The conventions are BasicSR's (CONVENTIONS.md section 4): HR is mod-cropped to a
+The conventions are BasicSR's (docs/training.md, "Super-resolution evaluation"): HR is mod-cropped to a
 multiple of the scale, so that HR is exactly scale x LR and the border crop of
 the metrics lines up.
 """

@@ -7,7 +7,7 @@ DIV2K only where they are prepared in the TFDS data_dir (else reported as skippe
 
 import time
 
-from pfca_jax import config_defaults
+from pfca_jax.train import config_defaults
 from pfca_jax.data import classification as cls_data
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.data.tfds_source import DatasetNotFoundError

@@ -2,7 +2,7 @@
 
 Order of work: everything that can fail because of what the user asked for (config values, device
 count, workdir, dataset, and whether a checkpoint already in the workdir was trained with this config:
-`pfca_jax.run_identity`) is checked before anything is compiled or written. Then the
+`pfca_jax.train.run_identity`) is checked before anything is compiled or written. Then the
 state is created (or restored) directly in its sharded placement and the loop runs: train steps are
 dispatched without waiting, their metrics fetched only at log steps; evaluation, checkpoints and the
 stop request (SIGTERM / preemption) are handled between steps; a stopped run raises
@@ -14,9 +14,11 @@ import time
 import jax
 import ml_collections
 
-from pfca_jax import (checkpointing, classification, models, optim, provenance, reporting, run_identity, sharding,
-                      steps, super_resolution, train_state)
-from pfca_jax.validation import UserError, check_training, check_workdir
+from pfca_jax import models
+from pfca_jax.tasks import classification, super_resolution
+from pfca_jax.train import (checkpointing, optim, provenance, reporting, run_identity, sharding, steps,
+                            train_state)
+from pfca_jax.train.validation import UserError, check_training, check_workdir
 
 # config.task -> the task's data, model, loss and evaluation.
 TASKS = {'classification': classification.ClassificationTask,

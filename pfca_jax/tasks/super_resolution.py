@@ -3,9 +3,9 @@
 Evaluation works on whole images, one at a time: the residual body, where every attention is, sees
 the whole LR image, and the upsampling tail goes in overlapping tiles of one fixed shape, so the
 scores are those of the function that was trained, for every attention, with bounded memory on the
-HR side (`pfca_jax.tiling.Upscaler`). The output is clipped to [0, 255] and rounded like a saved
+HR side (`pfca_jax.tasks.tiling.Upscaler`). The output is clipped to [0, 255] and rounded like a saved
 8-bit image, then scored with PSNR/SSIM on the BT.601 Y channel after
-cropping `scale` border pixels (CONVENTIONS.md section 4); RGB PSNR is reported too, and the same
+cropping `scale` border pixels (docs/training.md, "Super-resolution evaluation"); RGB PSNR is reported too, and the same
 Y scores of bicubic upscaling (MATLAB imresize) as the reference every model must beat. Each process
 scores its own share of the images on its own devices; the sums are then added over processes.
 Every image's scores are kept in `per_image` (results.json): with several processes, those of
@@ -19,14 +19,16 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pfca_jax import metrics, progress, tiling
+from pfca_jax import metrics
+from pfca_jax.train import progress
+from pfca_jax.tasks import tiling
 from pfca_jax.data import sr_folders
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
-from pfca_jax.losses import l1_loss
-from pfca_jax.tiling import to_uint8
-from pfca_jax.validation import create_model
+from pfca_jax.tasks.losses import l1_loss
+from pfca_jax.tasks.tiling import to_uint8
+from pfca_jax.train.validation import create_model
 
 # Folder names that say "the HR images of a set", so the set is named after the folder above.
 _HR_FOLDER_NAMES = {'hr', 'gt', 'gtmod12', 'original', 'image_srf_2', 'image_srf_3', 'image_srf_4'}

@@ -1,6 +1,6 @@
 """An ablation grid: one config trained once per attention and seed, aggregated over the seeds.
 
-`run_grid` trains every (seed, attention) pair of the grid through `pfca_jax.grid` (the driver that
+`run_grid` trains every (seed, attention) pair of the grid through `pfca_jax.studies.grid` (the driver that
 `compare_attentions` uses too), each in WORKDIR/<attention>/seed_<seed>/, seed by seed so that a grid
 stopped half-way already holds whole comparisons. Rerunning the same command re-reads finished runs,
 resumes the interrupted one and refuses a changed config, naming the fields.
@@ -17,7 +17,9 @@ import math
 import os
 import statistics
 
-from pfca_jax import compare, grid, plot, progress, provenance
+from pfca_jax import plot
+from pfca_jax.studies import compare, grid
+from pfca_jax.train import progress, provenance
 from pfca_jax.errors import UserError
 
 

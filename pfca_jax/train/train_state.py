@@ -15,7 +15,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from pfca_jax import sharding
+from pfca_jax.train import sharding
 
 
 class TrainState(train_state.TrainState):

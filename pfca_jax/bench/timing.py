@@ -1,16 +1,16 @@
 """Training-step throughput of the paper's networks per attention, side by side: a benchmark, not a test.
 
     python -m pfca_jax.bench [--benchmarks resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4]
-        [--attentions none,pfca,se,eca,simam] [--batch-size 16] [--rounds 5] [--steps 2] [--round-seconds 0]
-        [--conv-impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off]
-        [--torch-layouts auto|nchw,channels_last] [--pipelines]
+        [--attentions none,pfca,se,eca,simam] [--batch_size 16] [--rounds 5] [--steps 2] [--round_seconds 0]
+        [--attention_impl fast|reference] [--conv_impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off]
+        [--torch_layouts auto|nchw,channels_last] [--pipelines]
         [--json bench.json]
 
-Each entry is the trainer's own jitted step (pfca_jax.steps.make_train_step, the configs' optimiser,
+Each entry is the trainer's own jitted step (pfca_jax.train.steps.make_train_step, the configs' optimiser,
 loss and sharding over every device) on a fixed random batch. Entries are compiled first (compile
 time, XLA's planned peak memory, its count of bytes read and written per step and the number of
 operations the optimised step runs, reported apart), then timed in interleaved rounds: every round
-runs `--steps` steps of each entry in turn (or, with `--round-seconds S`, as many more as fill about S
+runs `--steps` steps of each entry in turn (or, with `--round_seconds S`, as many more as fill about S
 seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once per round is at the
 mercy of the host's jitter), every other round in reverse order, so slow drifts of the machine and
 the effects of the entry run just before hit all entries alike. The
@@ -19,7 +19,7 @@ step-time overhead over `none` of the same network in the same run, twice: as th
 medians, and paired (the median of the rounds' own ratios, with a 95% interval: where it spans
 zero, or another attention's figure, the difference is not resolved by this run). When PyTorch is importable, its
 references (torchvision resnet50, timm seresnet50, BasicSR's MSRResNet, eager; on the CPU in both NCHW
-and channels_last unless `--torch-layouts` says which) join the same rounds (pfca_jax/bench_torch.py).
+and channels_last unless `--torch_layouts` says which) join the same rounds (pfca_jax/bench/torch_reference.py).
 `--pipelines` adds the input pipelines' examples/s for the datasets that are available offline or
 prepared.
 """
@@ -34,28 +34,18 @@ import statistics
 import sys
 import time
 
-from pfca_jax import bench_torch, cpu_flags, huge_pages
-
-cpu_flags.apply()  # The trainer's XLA CPU flags, before JAX initialises its backend.
-if __name__ == '__main__':
-  huge_pages.reexec_if_useful()  # As the trainer does: the steps are timed as a user runs them.
-  if '--torch=off' not in sys.argv:
-    # Before TensorFlow: loading PyTorch's native libraries after it crashes here. Only as a command:
-    # an importer (the tests) has TensorFlow loaded already and does not time PyTorch.
-    bench_torch.preload()
-    # JAX takes 75% of a GPU's memory when it starts, which leaves the PyTorch references of the same
-    # process a quarter of it; on demand instead.
-    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-
-import jax  # noqa: E402
+import jax
 import numpy as np
 
-from pfca_jax import config_defaults, optim, sharding, steps, train_state
+from pfca_jax.bench import torch_reference
+from pfca_jax.cli import cpu_settings
 from pfca_jax.errors import UserError
-from pfca_jax.losses import l1_loss, train_loss
 from pfca_jax.models.attention import ATTENTIONS
-from pfca_jax.models.conv import CONV_IMPLS
-from pfca_jax.validation import create_model
+from pfca_jax.models.fast.conv import CONV_IMPLS
+from pfca_jax.models.layers import ATTENTION_IMPLS
+from pfca_jax.tasks.losses import l1_loss, train_loss
+from pfca_jax.train import config_defaults, optim, sharding, steps, train_state
+from pfca_jax.train.validation import create_model
 
 # name -> (config factory, input side, task input key); the configs are the training recipes.
 BENCHMARKS = {
@@ -96,13 +86,14 @@ class Entry:
   """One jitted train step of one network with one attention, ready to time."""
 
   def __init__(self, benchmark: str, attention: str, batch_size: int, conv_impl: str, dtype: str,
-               side: int | None = None):
+               side: int | None = None, attention_impl: str = 'fast'):
     make_config, default_side, self.input_key = BENCHMARKS[benchmark]
     side = side or default_side
     config = make_config()
     config.model.attention = attention
     config.model.dtype = dtype
     config.model.conv_impl = conv_impl
+    config.model.attention_impl = attention_impl
     self.benchmark, self.attention, self.batch = benchmark, attention, batch_size
     self.name = f'{benchmark} + {attention}'
     is_sr = config.task == 'super_resolution'
@@ -281,10 +272,10 @@ def machine() -> str:
   except OSError:
     pass
   device = jax.devices()[0]
-  pages = 'on' if huge_pages.enabled() else 'off'
+  pages = 'on' if cpu_settings.huge_pages_enabled() else 'off'
   return (f'{cpu}, {os.cpu_count()} CPU cores; {jax.device_count()} x {device.device_kind} '
           f'({jax.default_backend()}); jax {jax.__version__}; host buffers on huge pages: {pages}; '
-          f'allocator: {huge_pages.allocator()}')
+          f'allocator: {cpu_settings.allocator()}')
 
 
 def check_writable(flag: str, path: str) -> None:
@@ -295,12 +286,12 @@ def check_writable(flag: str, path: str) -> None:
 
 
 def check_timing_args(args) -> None:
-  """--batch-size, --rounds, --steps and --json of a timing command, before anything compiles."""
+  """--batch_size, --rounds, --steps and --json of a timing command, before anything compiles."""
   if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
-    raise UserError('--batch-size, --rounds and --steps must be >= 1')
+    raise UserError('--batch_size, --rounds and --steps must be >= 1')
   if getattr(args, 'round_seconds', 0) < 0:
-    raise UserError(f'--round-seconds={args.round_seconds} must be >= 0 (0: exactly --steps steps a round)')
-  sharding.check_batch_size('--batch-size', args.batch_size)
+    raise UserError(f'--round_seconds={args.round_seconds} must be >= 0 (0: exactly --steps steps a round)')
+  sharding.check_batch_size('--batch_size', args.batch_size)
   if args.json:
     check_writable('--json', args.json)
 
@@ -323,17 +314,19 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m pfca_jax.bench', description=__doc__.split('\n')[0])
   parser.add_argument('--benchmarks', default=DEFAULT_BENCHMARKS)
   parser.add_argument('--attentions', default='none,pfca,se')
-  parser.add_argument('--batch-size', type=int, default=16)
+  parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--steps', type=int, default=2, help='steps per entry per round (at least)')
-  parser.add_argument('--round-seconds', type=float, default=0.0,
+  parser.add_argument('--round_seconds', type=float, default=0.0,
                       help='more steps per round for fast entries: about this many seconds each')
-  parser.add_argument('--conv-impl', default='auto', choices=CONV_IMPLS)
+  parser.add_argument('--attention_impl', default='fast', choices=ATTENTION_IMPLS,
+                      help='the layers the networks are built from (pfca_jax/models/layers.py)')
+  parser.add_argument('--conv_impl', default='auto', choices=CONV_IMPLS)
   parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   parser.add_argument('--torch', default='auto', choices=('auto', 'off'))
-  parser.add_argument('--torch-layouts', default='auto',
+  parser.add_argument('--torch_layouts', default='auto',
                       help='PyTorch memory formats to time: auto (CPU both, GPU channels_last) or a list of '
-                           + ','.join(bench_torch.LAYOUTS))
+                           + ','.join(torch_reference.LAYOUTS))
   parser.add_argument('--side', type=int, default=None,
                       help="input side in pixels for every benchmark (MSRResNet's LR side); default each "
                            "benchmark's own: 224 for ImageNet ResNets, 32 for the others")
@@ -345,8 +338,8 @@ def main(argv=None) -> int:
     attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
     check_timing_args(args)
     check_side(args.side, benchmarks)
-    layouts = None if args.torch_layouts == 'auto' else parse_names(args.torch_layouts, bench_torch.LAYOUTS,
-                                                                    'torch-layouts')
+    layouts = None if args.torch_layouts == 'auto' else parse_names(args.torch_layouts, torch_reference.LAYOUTS,
+                                                                    'torch_layouts')
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -355,28 +348,27 @@ def main(argv=None) -> int:
   entries = []
   for benchmark in benchmarks:
     for attention in attentions:
-      entry = Entry(benchmark, attention, args.batch_size, args.conv_impl, args.dtype, side=args.side)
+      entry = Entry(benchmark, attention, args.batch_size, args.conv_impl, args.dtype, side=args.side,
+                    attention_impl=args.attention_impl)
       entry.compile()
       log(f'compiled {entry.name} in {entry.compile_s:.1f}s')
       entries.append(entry)
   if args.torch == 'auto':
-    entries += bench_torch.entries(benchmarks, args.batch_size, log, args.dtype, layouts, args.side)
+    entries += torch_reference.entries(benchmarks, args.batch_size, log, args.dtype, layouts, args.side)
   time_rounds(entries, args.rounds, args.steps, log, args.round_seconds)
   rows = summarize(entries)
-  result = {'machine': machine(), 'jax': jax.__version__, 'conv_impl': args.conv_impl, 'dtype': args.dtype,
+  result = {'machine': machine(), 'jax': jax.__version__, 'attention_impl': args.attention_impl,
+            'conv_impl': args.conv_impl, 'dtype': args.dtype,
             'rounds': args.rounds, 'steps_per_round': args.steps, 'round_seconds': args.round_seconds,
             'rows': rows}
   print(format_table(rows))
   if args.pipelines:
-    from pfca_jax import bench_pipelines
-    result['pipelines'] = bench_pipelines.measure(args.batch_size, log)
-    print(bench_pipelines.format_table(result['pipelines']))
+    from pfca_jax.bench import pipelines
+    result['pipelines'] = pipelines.measure(args.batch_size, log)
+    print(pipelines.format_table(result['pipelines']))
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)
     log(f'written: {args.json}')
   return 0
 
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -16,7 +16,7 @@ import os
 import ml_collections
 import numpy as np
 
-from pfca_jax import checkpointing, optim
+from pfca_jax.train import checkpointing, optim
 from pfca_jax.errors import UserError
 
 # Field -> why changing it between sessions of one run cannot change the parameters it trains.
@@ -33,6 +33,7 @@ MAY_CHANGE_ON_RESUME = {
     'eval_tile': 'super-resolution inference is exact whatever the tile size (tested)',
     'eval_tile_overlap': 'super-resolution inference is exact whatever the tile size (tested)',
     'data_dir': 'where the same prepared dataset is read from (a different dataset is caught by its size)',
+    'model.attention_impl': 'fast or reference layers: the same parameters and function (tested equal)',
     'model.conv_impl': 'how convolutions are lowered: the same parameters and function, another kernel',
 }
 

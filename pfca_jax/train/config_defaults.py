@@ -10,7 +10,7 @@ from pfca_jax.models.attention import ATTENTIONS
 
 
 def classification() -> ml_collections.ConfigDict:
-  """Defaults shared by the CIFAR-100 and ImageNet configs (CONVENTIONS.md section 3 and 7)."""
+  """Defaults shared by the CIFAR-100 and ImageNet configs (docs/training.md, "Recipes")."""
   c = ml_collections.ConfigDict()
   c.task = 'classification'           # Which loss, metrics and input pipeline the trainer uses.
 
@@ -23,8 +23,12 @@ def classification() -> ml_collections.ConfigDict:
   c.model.attention_position = 'auto'  # auto (SimAM post_conv, others post_bn) | post_bn | post_conv.
   c.model.zero_init_last_bn = False   # Start each residual branch's last BN scale at zero.
   c.model.dtype = 'float32'           # Compute dtype (float32 | bfloat16); parameters stay float32.
-  # Convolution lowering: auto (matmul on CPU, xla elsewhere) | xla | matmul; same parameters and
-  # outputs either way (pfca_jax/models/conv.py).
+  # The layers the network is built from: fast (the speed layer, pfca_jax/models/fast/) | reference
+  # (flax's layers and the attention definitions as written, pfca_jax/models/attention.py). Same
+  # parameters and function (tested); use reference to train an edited attention as you wrote it.
+  c.model.attention_impl = 'fast'
+  # With fast, the convolution lowering: auto (matmul in programs compiled for the CPU, xla elsewhere)
+  # | xla | matmul; same parameters and outputs either way (pfca_jax/models/fast/conv.py).
   c.model.conv_impl = 'auto'
 
   c.dataset = 'cifar100'              # cifar100 | imagenet2012 (prepared TFDS data) | sklearn_digits (offline).
@@ -76,7 +80,7 @@ def classification() -> ml_collections.ConfigDict:
 
 
 def imagenet() -> ml_collections.ConfigDict:
-  """The ImageNet recipe of CONVENTIONS.md section 3 on top of `classification()`; the model is set by each config."""
+  """The ImageNet recipe of docs/training.md, "Recipes" on top of `classification()`; the model is set by each config."""
   c = classification()
   c.model.name = 'resnet50'
   c.dataset = 'imagenet2012'
@@ -94,7 +98,7 @@ def imagenet() -> ml_collections.ConfigDict:
 
 
 def super_resolution(scale: int) -> ml_collections.ConfigDict:
-  """The DIV2K MSRResNet recipe of CONVENTIONS.md section 3 (BasicSR's), with every field commented."""
+  """The DIV2K MSRResNet recipe of docs/training.md, "Recipes" (BasicSR's), with every field commented."""
   c = ml_collections.ConfigDict()
   c.task = 'super_resolution'         # L1 loss on aligned LR/HR patches; PSNR/SSIM evaluation on full images.
 
@@ -105,8 +109,12 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'           # Compute dtype; parameters stay float32.
   c.model.num_feat = 64               # Feature channels (BasicSR: 64).
   c.model.num_block = 16              # Residual blocks (BasicSR: 16).
-  # Convolution lowering: auto (matmul on CPU, xla elsewhere) | xla | matmul; same parameters and
-  # outputs either way (pfca_jax/models/conv.py).
+  # The layers the network is built from: fast (the speed layer, pfca_jax/models/fast/) | reference
+  # (flax's layers and the attention definitions as written, pfca_jax/models/attention.py). Same
+  # parameters and function (tested); use reference to train an edited attention as you wrote it.
+  c.model.attention_impl = 'fast'
+  # With fast, the convolution lowering: auto (matmul in programs compiled for the CPU, xla elsewhere)
+  # | xla | matmul; same parameters and outputs either way (pfca_jax/models/fast/conv.py).
   c.model.conv_impl = 'auto'
 
   c.dataset = 'div2k'                 # TFDS div2k/bicubic_x{scale}: 800 train, 100 validation pairs.
@@ -142,7 +150,7 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.eval_folders = ''                 # Comma-separated benchmark folders of HR images, each 'HR_DIR' or 'HR_DIR|LR_DIR'.
   c.eval_max_images = -1              # Evaluate only the first N images of each set (-1: all).
   # Evaluation runs the residual body (where the attention is) on the whole LR image and the upsampling
-  # tail in tiles of eval_tile LR pixels: exact whatever the size (pfca_jax/tiling.py). Images above
+  # tail in tiles of eval_tile LR pixels: exact whatever the size (pfca_jax/tasks/tiling.py). Images above
   # 2048 x 2048 LR pixels go through the whole network in tiles, with eval_tile_overlap LR pixels of
   # context discarded at inner edges (MSRResNet's receptive radius is ~35).
   c.eval_tile = 160

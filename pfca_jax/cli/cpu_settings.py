@@ -1,29 +1,32 @@
-"""Host buffers on transparent huge pages: the command re-executes itself once with glibc told to use them.
+"""The CPU settings a command applies before JAX starts. Never on import: `apply()` is called explicitly.
 
-Why: XLA's CPU runtime allocates a train step's temporary buffer anew for every step (1.44 GB for
-ResNet-50 at batch 16) and glibc serves a block that large with mmap and gives it back with munmap.
-So each step first-touches the whole buffer again, one 4 KiB page at a time: 400k page faults and
-0.8-0.9 s of kernel time a step in a 3.1-3.4 s ResNet-50 step on the project's 2-core EPYC (getrusage,
-`strace` shows the munmap/mmap pair every step). With glibc's `glibc.malloc.hugetlb=1` tunable
-(glibc >= 2.35), malloc marks such blocks MADV_HUGEPAGE; where the kernel's THP mode is `madvise`,
-they are then backed by 2 MiB pages: 2k faults a step, 0.3 s of kernel time, and the step 3.37 ->
-2.97 s (experiments/results/speed.md).
+The commands (`python -m pfca_jax.main`, `python -m pfca_jax.bench`, experiments/*.py) call `apply()`
+first thing in their `__main__`; a script of your own can do the same (docs/models.md). Each setting is
+switched off by an environment variable set to 0, and all of them by PFCA_JAX_CPU_SETTINGS=0:
 
-glibc reads its tunables once, when the process starts, so the only way to set one from Python is to
-exec the same command again with GLIBC_TUNABLES extended: same process id, same arguments, before
-anything heavy is imported. Nothing happens when it would change nothing: THP `never` (unavailable) or
-`always` (already in effect), no glibc or one older than 2.35, the tunable already set, or
-PFCA_JAX_HUGE_PAGES=0.
+1. XLA's own CPU convolutions instead of its YNNPACK path (PFCA_JAX_XLA_FLAG=0 leaves XLA_FLAGS as it
+   is): the flag below is added to XLA_FLAGS. A ResNet-50 train step at batch 16 on a 2-core AMD
+   EPYC: 6.40 s without it, 3.92 s with it. Only the CPU backend reads it, and only when it starts, so it
+   must be set before the first computation; a setting of the same flag in XLA_FLAGS wins.
+2. Host buffers on transparent huge pages (PFCA_JAX_HUGE_PAGES=0). XLA's CPU runtime allocates a
+   train step's temporary buffer anew for every step (1.44 GB for ResNet-50 at batch 16); glibc
+   serves a block that large with mmap and gives it back with munmap, so each step first-touches the
+   whole buffer again, one 4 KiB page at a time: 400k page faults and 0.8-0.9 s of kernel time in a
+   3.1-3.4 s step on a 2-core EPYC. With glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35)
+   malloc marks such blocks MADV_HUGEPAGE; where the kernel's THP mode is `madvise` they get 2 MiB
+   pages: 2k faults a step, and the step 3.37 -> 2.97 s.
+3. mimalloc (PFCA_JAX_MIMALLOC=0), where the `cmeel-mimalloc` wheel is installed (requirements.txt,
+   Linux x86-64): preloaded with freed memory never given back to the kernel (MIMALLOC_PURGE_DELAY=-1)
+   and on large OS pages, so each step reuses the previous step's buffer. MSRResNet x4 at batch 16:
+   page faults 1,600-2,400 a step -> 0, the step 13% faster. The price: the process's resident
+   memory does not shrink after its largest step. A library already in LD_PRELOAD leaves the
+   allocator alone; so does an installed GPU or TPU backend (unless JAX_PLATFORMS=cpu), where the
+   step's buffers live in device memory.
 
-Huge pages make the faults 512 times fewer; keeping the buffer makes them none. Where the
-`cmeel-mimalloc` wheel is installed (requirements.txt, Linux x86-64), the same exec also preloads its
-mimalloc with freed memory never given back to the kernel (MIMALLOC_PURGE_DELAY=-1) and on large OS
-pages: each step then reuses the previous step's buffer. MSRResNet x4 at batch 16: kernel time
-170-290 ms a step -> 4 ms, page faults 1,600-2,400 a step -> 0, the step 13% faster
-(experiments/results/speed.md). The price is that the process's resident memory does not shrink after
-its largest step. A library already in LD_PRELOAD, or PFCA_JAX_MIMALLOC=0, leaves the allocator alone.
-So does an installed GPU or TPU backend (unless JAX_PLATFORMS=cpu): there the step's buffers live in
-device memory, so the preload has nothing to buy, and it has been measured on CPU hosts only.
+glibc reads its tunables and the loader LD_PRELOAD once, when a process starts, so 2 and 3 take one
+exec of the same command with the environment extended: same process id, same arguments, before
+anything heavy is imported, inherited by the command's child processes. Nothing is re-executed when
+it would change nothing. The measurements are in experiments/results/speed.md.
 """
 
 import importlib.metadata
@@ -31,6 +34,9 @@ import importlib.util
 import os
 import sys
 
+XLA_FLAG = '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution'
+ALL_OPT_OUT = 'PFCA_JAX_CPU_SETTINGS'
+XLA_FLAG_OPT_OUT = 'PFCA_JAX_XLA_FLAG'
 TUNABLE = 'glibc.malloc.hugetlb'
 OPT_OUT = 'PFCA_JAX_HUGE_PAGES'
 MIMALLOC_OPT_OUT = 'PFCA_JAX_MIMALLOC'
@@ -95,14 +101,29 @@ def allocator() -> str:
   return 'mimalloc' if 'libmimalloc' in os.environ.get('LD_PRELOAD', '') else 'glibc'
 
 
-def enabled() -> bool:
+def huge_pages_enabled() -> bool:
   """Whether this process's large host buffers can land on huge pages (for benchmark reports)."""
   mode = thp_mode()
   return mode == 'always' or (mode == 'madvise' and f'{TUNABLE}=1' in os.environ.get('GLIBC_TUNABLES', ''))
 
 
+def apply() -> None:
+  """All three settings, each unless switched off. Call before JAX is imported: it may replace the
+  process with the same command (and then never returns)."""
+  if os.environ.get(ALL_OPT_OUT, '1') == '0':
+    return
+  set_xla_flag()
+  reexec_if_useful()
+
+
+def set_xla_flag() -> None:
+  flags = os.environ.get('XLA_FLAGS', '')
+  if os.environ.get(XLA_FLAG_OPT_OUT, '1') != '0' and XLA_FLAG.split('=')[0] not in flags:
+    os.environ['XLA_FLAGS'] = f'{flags} {XLA_FLAG}'.strip()
+
+
 def reexec_if_useful() -> None:
-  """Call first thing in a command's `__main__`: may replace the process with itself (never returns then)."""
+  """Settings 2 and 3: may replace the process with itself (never returns then)."""
   env = reexec_environment(os.environ, glibc_version(), thp_mode(), mimalloc_library(), accelerator_installed())
   if env is None or not sys.executable:  # An embedded interpreter has no executable to exec.
     return

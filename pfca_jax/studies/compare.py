@@ -1,7 +1,7 @@
 """Train one config with several attentions, one after another, and print them side by side.
 
 `config.compare_attentions = 'none,pfca'` makes `python -m pfca_jax.main` train the config once per
-attention through `pfca_jax.grid` (each run in WORKDIR/<attention>/; rerunning the command re-reads
+attention through `pfca_jax.studies.grid` (each run in WORKDIR/<attention>/; rerunning the command re-reads
 finished runs and resumes an interrupted one), then print one table: the headline eval metrics,
 parameters, forward GFLOPs at the training input size, measured training throughput and wall time,
 each with its difference to the first attention (the baseline), and a footer naming the code and
@@ -19,7 +19,9 @@ import os
 
 import jax
 
-from pfca_jax import grid, plot, progress, provenance, reporting
+from pfca_jax import plot
+from pfca_jax.studies import grid
+from pfca_jax.train import progress, provenance, reporting
 from pfca_jax.errors import UserError
 from pfca_jax.models.attention import ATTENTIONS
 

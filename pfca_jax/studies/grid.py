@@ -1,6 +1,6 @@
 """Train one config once per attention (and seed): the driver behind `compare_attentions` and experiments/ablation.py.
 
-Each run is the ordinary trainer (`train.train_and_evaluate`) in its own folder, WORKDIR/<attention>/
+Each run is the ordinary trainer (`loop.train_and_evaluate`) in its own folder, WORKDIR/<attention>/
 or, with seeds, WORKDIR/<attention>/seed_<seed>/. Before any run trains, every run's config is built
 and checked: names and options, and against the checkpoint already in its folder exactly as a resume
 is (`run_identity`), so a mistake or a changed config is refused in seconds, naming the fields, and
@@ -15,9 +15,10 @@ import os
 import jax
 import ml_collections
 
-from pfca_jax import run_identity, train
+from pfca_jax.train import loop
+from pfca_jax.train import run_identity
 from pfca_jax.models import summary
-from pfca_jax.validation import check_workdir
+from pfca_jax.train.validation import check_workdir
 
 
 @dataclasses.dataclass
@@ -68,7 +69,7 @@ def finished_results(run: Run, latest: tuple[int, dict] | None) -> dict | None:
 
 def cost(config) -> dict:
   """Parameters and forward FLOPs of one example at the training input size (no data is read)."""
-  task = train.TASKS[config.task](config)
+  task = loop.TASKS[config.task](config)
   task.open_data()
   shape = task.input_shape()
   return dict(summary.summarize(task.create_model(), shape), input=f'{shape[1]}x{shape[2]}')
@@ -87,7 +88,7 @@ def train_each(config, workdir: str, attentions: list[str], seeds: list[int] | N
   runs = plan(config, workdir, attentions, seeds)
   checked = []
   for run in runs:  # Everything that can be refused, for every run, before the first one trains.
-    train.check_config(run.config)
+    loop.check_config(run.config)
     latest, _ = run_identity.check_against_checkpoint(run.config, run.workdir)
     checked.append(latest)
   rows, costs = [], {}
@@ -96,7 +97,7 @@ def train_each(config, workdir: str, attentions: list[str], seeds: list[int] | N
     state = 'finished, re-read' if results else 'resuming' if latest else 'training'
     log(f'== run {i + 1}/{len(runs)}: attention {run.label} -> {run.workdir} ({state})')
     if results is None:
-      train.train_and_evaluate(run.config, run.workdir)
+      loop.train_and_evaluate(run.config, run.workdir)
       with open(os.path.join(run.workdir, 'results.json')) as f:
         results = json.load(f)
     if run.attention not in costs:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pfca_jax import sharding
+from pfca_jax.train import sharding
 
 
 def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings, mesh, input_key: str = 'image'):

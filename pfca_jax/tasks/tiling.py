@@ -123,7 +123,7 @@ class Upscaler:
 
   def __init__(self, model, *, tile: int, overlap: int, devices=None, max_whole_pixels: int = MAX_WHOLE_PIXELS):
     import jax
-    from pfca_jax import sharding
+    from pfca_jax.train import sharding
     check_upscale_tiles(tile, overlap)
     devices = list(devices or jax.local_devices()[:1])
     mesh = sharding.create_mesh(devices)

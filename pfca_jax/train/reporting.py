@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-from pfca_jax import progress
+from pfca_jax.train import progress
 
 
 class TrainingDiverged(RuntimeError):

@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import sys
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pfca_jax/
 
 
 def _git(*args: str) -> str | None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from pfca_jax import huge_pages
+from pfca_jax.cli import cpu_settings
 
 TUNE = 'glibc.malloc.hugetlb=1'
 
@@ -27,7 +27,7 @@ TUNE = 'glibc.malloc.hugetlb=1'
     ({'PFCA_JAX_HUGE_PAGES': '1'}, (2, 36), 'madvise', TUNE),
 ])
 def test_reexec_environment(environ, libc, thp, expected):
-  env = huge_pages.reexec_environment(environ, libc, thp)
+  env = cpu_settings.reexec_environment(environ, libc, thp)
   if expected is None:
     assert env is None
   else:
@@ -52,12 +52,12 @@ OFF = {'PFCA_JAX_MIMALLOC': '0'}
     (MI_ENV, 'never', None),                                     # After the exec: no second one.
 ])
 def test_reexec_environment_with_mimalloc(environ, thp, expected):
-  env = huge_pages.reexec_environment(environ, (2, 36), thp, MI)
+  env = cpu_settings.reexec_environment(environ, (2, 36), thp, MI)
   assert env == (None if expected is None else dict(environ, **expected))
 
 
 def test_no_mimalloc_wheel_no_preload():
-  assert huge_pages.reexec_environment({}, (2, 36), 'never', None) is None
+  assert cpu_settings.reexec_environment({}, (2, 36), 'never', None) is None
 
 
 @pytest.mark.parametrize('environ, expected', [
@@ -66,7 +66,7 @@ def test_no_mimalloc_wheel_no_preload():
     ({'JAX_PLATFORMS': 'cpu'}, dict(MI_ENV, GLIBC_TUNABLES=TUNE)),  # The user asked for the CPU backend.
 ])
 def test_no_preload_where_an_accelerator_backend_is_installed(environ, expected):
-  env = huge_pages.reexec_environment(environ, (2, 36), 'madvise', MI, accelerator=True)
+  env = cpu_settings.reexec_environment(environ, (2, 36), 'madvise', MI, accelerator=True)
   assert env == dict(environ, **expected)
 
 
@@ -80,7 +80,7 @@ def test_accelerator_lookup_follows_the_installed_packages(installed, tmp_path, 
   for module in ('jax_plugins', 'libtpu'):
     monkeypatch.delitem(sys.modules, module, raising=False)
   importlib.invalidate_caches()
-  assert huge_pages.accelerator_installed() == bool(installed)
+  assert cpu_settings.accelerator_installed() == bool(installed)
 
 
 @pytest.mark.parametrize('text, mode', [
@@ -89,35 +89,35 @@ def test_accelerator_lookup_follows_the_installed_packages(installed, tmp_path, 
 def test_thp_mode(tmp_path, text, mode):
   path = tmp_path / 'enabled'
   path.write_text(text)
-  assert huge_pages.thp_mode(str(path)) == mode
+  assert cpu_settings.thp_mode(str(path)) == mode
 
 
 def test_thp_mode_missing_file(tmp_path):
-  assert huge_pages.thp_mode(str(tmp_path / 'absent')) is None
+  assert cpu_settings.thp_mode(str(tmp_path / 'absent')) is None
 
 
 # Reports the process id on both sides of the exec, then whether a large malloc'd block (not numpy,
 # which madvises its own arrays) came back on huge pages.
 _PROBE = '''
 import ctypes, os, sys
-from pfca_jax import huge_pages
+from pfca_jax.cli import cpu_settings
 print('pid', os.getpid(), flush=True)
-huge_pages.reexec_if_useful()
+cpu_settings.reexec_if_useful()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 block = libc.malloc(64 << 20)
 ctypes.memset(block, 1, 64 << 20)
 with open('/proc/self/smaps_rollup') as f:
   huge_kb = next(int(line.split()[1]) for line in f if line.startswith('AnonHugePages'))
-print('allocator', huge_pages.allocator(), flush=True)
+print('allocator', cpu_settings.allocator(), flush=True)
 print('args', sys.argv[1:], 'tunables', os.environ.get('GLIBC_TUNABLES'), 'huge_kb', huge_kb)
 '''
 
 
 def _probe(extra_env):
   env = {k: v for k, v in os.environ.items()
-         if k not in ('GLIBC_TUNABLES', 'LD_PRELOAD', huge_pages.OPT_OUT) and not k.startswith('MIMALLOC_')}
-  env[huge_pages.MIMALLOC_OPT_OUT] = '0'  # These probe glibc; mimalloc has its own test below.
+         if k not in ('GLIBC_TUNABLES', 'LD_PRELOAD', cpu_settings.OPT_OUT) and not k.startswith('MIMALLOC_')}
+  env[cpu_settings.MIMALLOC_OPT_OUT] = '0'  # These probe glibc; mimalloc has its own test below.
   env.update(extra_env)
   out = subprocess.run([sys.executable, '-c', _PROBE, 'a', '--b=c'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=60, check=True).stdout.splitlines()
@@ -125,7 +125,7 @@ def _probe(extra_env):
 
 
 needs_madvise_thp = pytest.mark.skipif(
-    not (huge_pages.thp_mode() == 'madvise' and (huge_pages.glibc_version() or (0, 0)) >= (2, 35)),
+    not (cpu_settings.thp_mode() == 'madvise' and (cpu_settings.glibc_version() or (0, 0)) >= (2, 35)),
     reason='needs glibc >= 2.35 and transparent huge pages in madvise mode')
 
 
@@ -140,14 +140,14 @@ def test_reexec_keeps_process_and_arguments_and_gets_huge_pages():
 
 @needs_madvise_thp
 def test_opt_out_runs_once_on_small_pages():
-  lines = _probe({huge_pages.OPT_OUT: '0'})
+  lines = _probe({cpu_settings.OPT_OUT: '0'})
   assert len([line for line in lines if line.startswith('pid')]) == 1
   assert lines[-1].endswith('tunables None huge_kb 0'), lines
 
 
-@pytest.mark.skipif(huge_pages.mimalloc_library() is None, reason='the cmeel-mimalloc wheel is not installed')
+@pytest.mark.skipif(cpu_settings.mimalloc_library() is None, reason='the cmeel-mimalloc wheel is not installed')
 def test_reexec_preloads_mimalloc_once():
-  lines = _probe({huge_pages.MIMALLOC_OPT_OUT: '1', huge_pages.OPT_OUT: '0'})
+  lines = _probe({cpu_settings.MIMALLOC_OPT_OUT: '1', cpu_settings.OPT_OUT: '0'})
   assert len([line for line in lines if line.startswith('pid')]) == 2, lines
   assert 'allocator mimalloc' in lines, lines
   assert "args ['a', '--b=c'] tunables None" in lines[-1], lines
@@ -155,6 +155,52 @@ def test_reexec_preloads_mimalloc_once():
 
 def test_allocator_reads_this_process_preload(monkeypatch):
   monkeypatch.setenv('LD_PRELOAD', MI)
-  assert huge_pages.allocator() == 'mimalloc'
+  assert cpu_settings.allocator() == 'mimalloc'
   monkeypatch.delenv('LD_PRELOAD')
-  assert huge_pages.allocator() == 'glibc'
+  assert cpu_settings.allocator() == 'glibc'
+
+
+_IMPORT_ALL = '''
+import importlib, os, pkgutil
+print('start', flush=True)
+watched = lambda: {k: v for k, v in os.environ.items()
+                   if k in ('XLA_FLAGS', 'LD_PRELOAD', 'GLIBC_TUNABLES') or k.startswith('MIMALLOC_')}
+before = watched()
+import pfca_jax
+names = [m.name for m in pkgutil.walk_packages(pfca_jax.__path__, 'pfca_jax.') if not m.name.endswith('__main__')]
+for name in names:
+  importlib.import_module(name)
+print('imported', len(names), 'changed', sorted(k for k in set(before) | set(watched()) if before.get(k) != watched().get(k)))
+'''
+
+
+def test_importing_the_library_changes_no_process_setting():
+  env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', 'LD_PRELOAD')}
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  lines = subprocess.run([sys.executable, '-c', _IMPORT_ALL], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.splitlines()
+  assert lines.count('start') == 1, lines  # Not re-executed.
+  count, changed = lines[-1].split()[1], lines[-1].split(' changed ')[1]
+  assert int(count) > 40 and changed == '[]', lines
+
+
+@pytest.mark.parametrize('environ, expected', [
+    ({}, cpu_settings.XLA_FLAG),
+    ({'XLA_FLAGS': '--xla_dump_to=/tmp/x'}, f'--xla_dump_to=/tmp/x {cpu_settings.XLA_FLAG}'),
+    ({'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=invalid'}, '--xla_cpu_experimental_ynn_fusion_type=invalid'),
+    ({cpu_settings.XLA_FLAG_OPT_OUT: '0'}, None),
+])
+def test_xla_flag_is_added_unless_switched_off_or_set(environ, expected, monkeypatch):
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  for k, v in environ.items():
+    monkeypatch.setenv(k, v)
+  cpu_settings.set_xla_flag()
+  assert os.environ.get('XLA_FLAGS') == expected
+
+
+def test_all_settings_switch_off_together(monkeypatch):
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  monkeypatch.setenv(cpu_settings.ALL_OPT_OUT, '0')
+  monkeypatch.setattr(cpu_settings, 'reexec_if_useful', lambda: pytest.fail('re-executed'))
+  cpu_settings.apply()
+  assert 'XLA_FLAGS' not in os.environ

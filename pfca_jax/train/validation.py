@@ -8,7 +8,8 @@ import ast
 import os
 import tempfile
 
-from pfca_jax import models, optim
+from pfca_jax import models
+from pfca_jax.train import optim
 from pfca_jax.errors import UserError
 from pfca_jax.models.attention import get_attention
 
@@ -31,6 +32,7 @@ def model_options(config) -> dict:
   """The keyword arguments of models.create for config.model (all validated by the model itself)."""
   m = config.model
   options = {'attention': m.attention, 'dtype': m.dtype, 'conv_impl': m.get('conv_impl', 'auto'),
+             'attention_impl': m.get('attention_impl', 'fast'),
              'attention_options': parse_options(m.attention_options) or None}
   if m.name == 'msrresnet':
     options.update(num_feat=m.num_feat, num_block=m.num_block)

@@ -1,7 +1,7 @@
 """Orbax checkpoints in WORKDIR/checkpoints, and the preemption signal that asks for one.
 
 Each checkpoint holds the train state and a small JSON record (`meta`): the step, the fully
-resolved config the run was trained with (`pfca_jax.run_identity` compares it with the config of a
+resolved config the run was trained with (`pfca_jax.train.run_identity` compares it with the config of a
 resuming command), the steps per epoch (the training split's size), the best eval metrics so far,
 the accumulated wall time and the provenance of every session that trained the run. Orbax writes
 into a temporary folder and renames it when complete, so a crash, a kill or a full disk during a
@@ -13,24 +13,51 @@ import signal
 import threading
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
-def read_latest_meta(workdir: str) -> tuple[int, dict] | None:
-  """(step, meta) of WORKDIR's latest checkpoint, reading only its small JSON record; None when there is none.
+def _manager(directory: str, **options) -> ocp.CheckpointManager:
+  # One layout for every reader and writer: the train state as a PyTree, the meta record as JSON.
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(**options),
+                               item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                                              'meta': ocp.JsonCheckpointHandler()})
 
-  Read-only: a workdir without checkpoints is left as it is (no folder created).
-  """
+
+def open_read_only(workdir: str) -> ocp.CheckpointManager | None:
+  """A manager of WORKDIR/checkpoints that writes nothing (no folder created), or None when there is none."""
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  if not os.path.isdir(directory):
+  return _manager(directory, read_only=True, create=False) if os.path.isdir(directory) else None
+
+
+def restore(manager: ocp.CheckpointManager, step: int, target=None, *, partial: bool = False,
+            state: bool = True) -> tuple[object, dict]:
+  """(state, meta) of checkpoint `step`: the one function that reads a checkpoint.
+
+  target: the abstract tree (jax.ShapeDtypeStructs with shardings) the state is placed as; None: the
+    stored tree as NumPy arrays. partial: only the subtrees of `target` (the parameters and BatchNorm
+    statistics without the optimiser state, for inference). state=False: the meta record alone.
+  """
+  args = {'meta': ocp.args.JsonRestore()}
+  if state:
+    if target is None:  # NumPy arrays in the stored tree's structure: no device placement to get wrong.
+      stored = manager.item_metadata(step)['state'].tree
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
+    else:
+      restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    args['state'] = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=partial)
+  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  return (restored['state'] if state else None), dict(restored['meta'])
+
+
+def read_latest_meta(workdir: str) -> tuple[int, dict] | None:
+  """(step, meta) of WORKDIR's latest checkpoint, reading only its small JSON record; None when there is none."""
+  manager = open_read_only(workdir)
+  if manager is None:
     return None
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-                                  item_names=('state', 'meta'))
   try:
     step = manager.latest_step()
-    if step is None:
-      return None
-    return step, dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+    return None if step is None else (step, restore(manager, step, state=False)[1])
   finally:
     manager.close()
 
@@ -50,8 +77,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str, keep: int):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')  # Orbax needs absolute paths.
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'meta'))
+    self._manager = _manager(self.directory, max_to_keep=keep, create=True)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -59,16 +85,12 @@ class Checkpoints:
   def restore(self, abstract_state):
     """(state, meta) of the latest checkpoint placed as `abstract_state` says, or None when there is none."""
     step = self._manager.latest_step()
-    if step is None:
-      return None
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return restored['state'], dict(restored['meta'])
+    return None if step is None else restore(self._manager, step, abstract_state)
 
   def save(self, step: int, state, meta: dict) -> None:
     """Starts an asynchronous save; the arrays are copied off the device before this returns."""
     self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-process: True on every process at the same step after any of them was told to stop."""

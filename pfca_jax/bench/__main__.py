@@ -1,0 +1,20 @@
+"""`python -m pfca_jax.bench`: the command. What it measures and its flags: pfca_jax/bench/timing.py."""
+
+import os
+import sys
+
+from pfca_jax.cli import cpu_settings
+
+cpu_settings.apply()  # As the trainer does: the steps are timed as a user runs them (before JAX starts).
+if '--torch=off' not in sys.argv:
+  from pfca_jax.bench import torch_reference
+  # Before TensorFlow: loading PyTorch's native libraries after it crashes here. Only as a command:
+  # an importer (the tests) has TensorFlow loaded already and does not time PyTorch.
+  torch_reference.preload()
+  # JAX takes 75% of a GPU's memory when it starts, which leaves the PyTorch references of the same
+  # process a quarter of it; on demand instead.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+from pfca_jax.bench import timing  # noqa: E402
+
+sys.exit(timing.main())

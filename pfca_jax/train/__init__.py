@@ -1,0 +1,21 @@
+"""Training: `train_and_evaluate(config, workdir)` and its parts, one module each.
+
+    loop.py             the loop: start-up checks, resume, train, evaluate, checkpoint, results.json
+    train_state.py      the sharded train state (eval_shape -> shardings -> jit(init))
+    steps.py            the jitted train and eval steps
+    optim.py            optimisers, schedules, durations in steps or epochs
+    sharding.py         the data-parallel mesh, global batches, prefetch to devices
+    checkpointing.py    orbax checkpoints: save, restore, the SIGTERM stop request
+    run_identity.py     what may change when a run resumes, and the check that refuses the rest
+    reporting.py        console lines, TensorBoard, metrics.jsonl, the NaN/Inf stop, results.json
+    progress.py         a progress bar on a terminal, plain lines in a log
+    provenance.py       the code, libraries, devices and command behind a result
+    config_defaults.py  every config field, commented, with its default
+    validation.py       the config and workdir checks made before anything compiles
+"""
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains and evaluates `config` in `workdir` (resuming what is there); returns the final metrics."""
+  from pfca_jax.train import loop  # Imported on use: the loop imports the input pipelines and TensorFlow.
+  return loop.train_and_evaluate(config, workdir)
