@@ -72,7 +72,13 @@ class TinyEntry:
       return State(jax.tree.map(lambda p, g: p - 1e-3 * g, state.params, grads)), loss
 
     self.step = jax.jit(step)
-    self.hlo_text = self.step.lower(self.state, self.batch_data).compile().as_text()
+    # Not from the session's persistent compilation cache: its key ignores the operations' names, so a
+    # program differing only in a module's name would come back with the other program's names.
+    jax.config.update('jax_enable_compilation_cache', False)
+    try:
+      self.hlo_text = self.step.lower(self.state, self.batch_data).compile().as_text()
+    finally:
+      jax.config.update('jax_enable_compilation_cache', True)
 
   def compile(self):
     pass

@@ -10,7 +10,7 @@ A network takes `attention_impl` and asks `choose` for its layers:
   (tests/test_fast_layer.py). It replaces only the attention classes it has a fast version of, so a
   new attention runs as defined; an edited PFCA needs 'reference' until the fast version follows.
 
-The networks call the layers through the five members below, so a block's code reads the same with
+The networks call the layers through the six members below, so a block's code reads the same with
 either.
 """
 
