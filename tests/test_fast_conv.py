@@ -31,7 +31,7 @@ def test_conv_matches_nn_conv(kernel, strides, padding, shape, impl):
   variables = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(2), v.shape), variables)
   np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), rtol=1e-5, atol=1e-5)
   weights = jax.random.normal(jax.random.key(3), reference.apply(variables, x).shape)
-  grad = lambda module: jax.grad(lambda v, x: jnp.sum(module.apply(v, x) * weights), argnums=(0, 1))(variables, x)
+  grad = lambda module: jax.jit(jax.grad(lambda v, x: jnp.sum(module.apply(v, x) * weights), argnums=(0, 1)))(variables, x)
   for a, b in zip(jax.tree.leaves(grad(ours)), jax.tree.leaves(grad(reference))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
