@@ -14,12 +14,12 @@ import argparse
 import sys
 import time
 
-MODELS = {'resnet50': (224, 'image'), 'msrresnet_x4': (32, 'lr')}
+SIDES = {'resnet50': 224, 'msrresnet_x4': 32}  # Input side: ImageNet's crop, MSRResNet x4's LR patch.
 
 
 def parse(argv):
   parser = argparse.ArgumentParser(prog='python experiments/user_loop.py', description=__doc__.split('\n')[0])
-  parser.add_argument('--model', default='msrresnet_x4', choices=sorted(MODELS))
+  parser.add_argument('--model', default='msrresnet_x4', choices=sorted(SIDES))
   parser.add_argument('--attention', default='pfca')
   parser.add_argument('--attention_impl', default='fast', choices=('fast', 'reference'))
   parser.add_argument('--cpu_settings', default='on', choices=('on', 'off'))
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
   from pfca_jax import models
 
-  side, _ = MODELS[args.model]
+  side = SIDES[args.model]
   rng = np.random.default_rng(0)
   if args.model == 'resnet50':
     model = models.create('resnet50', attention=args.attention, attention_impl=args.attention_impl)

@@ -124,20 +124,17 @@ def restore_variables(workdir: str, model, input_shape) -> dict:
                         {'params': shapes['params'], 'batch_stats': shapes.get('batch_stats', {})})
   from pfca_jax.train import checkpointing
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  manager = checkpointing.open_read_only(workdir)
-  if manager is None or manager.latest_step() is None:
-    raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
-  try:
-    step = manager.latest_step()
-    _check_checkpoint(target, dict(manager.item_metadata(step)['state'].tree), directory)
-    restored, _ = checkpointing.restore(manager, step, target, partial=True)
-  except UserError:
-    raise
-  except Exception as e:  # noqa: BLE001 -- orbax raises many types for a damaged checkpoint.
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise UserError(f'cannot restore the checkpoint in {directory}: {reason}') from None
-  finally:
-    manager.close()
+  with checkpointing.reading(workdir) as (manager, step):
+    if step is None:
+      raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
+    try:
+      _check_checkpoint(target, dict(manager.item_metadata(step)['state'].tree), directory)
+      restored, _ = checkpointing.restore(manager, step, target, partial=True)
+    except UserError:
+      raise
+    except Exception as e:  # noqa: BLE001 -- orbax raises many types for a damaged checkpoint.
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      raise UserError(f'cannot restore the checkpoint in {directory}: {reason}') from None
   return dict(restored)
 
 

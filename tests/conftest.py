@@ -61,11 +61,6 @@ def plain_kaiming(variables):
 
 def checkpointed_state(workdir, step=None):
   """The train state saved in WORKDIR/checkpoints at `step` (default: the latest), or None if there is none."""
-  manager = checkpointing.open_read_only(workdir)
-  step = None if manager is None else (manager.latest_step() if step is None else step)
-  if step is None:
-    return None
-  try:
-    return checkpointing.restore(manager, step)[0]
-  finally:
-    manager.close()
+  with checkpointing.reading(workdir) as (manager, latest):
+    step = None if manager is None else (latest if step is None else step)
+    return None if step is None else checkpointing.restore(manager, step)[0]

@@ -8,6 +8,7 @@ into a temporary folder and renames it when complete, so a crash, a kill or a fu
 save leaves the previous checkpoints restorable.
 """
 
+import contextlib
 import os
 import signal
 import threading
@@ -24,10 +25,21 @@ def _manager(directory: str, **options) -> ocp.CheckpointManager:
                                               'meta': ocp.JsonCheckpointHandler()})
 
 
-def open_read_only(workdir: str) -> ocp.CheckpointManager | None:
-  """A manager of WORKDIR/checkpoints that writes nothing (no folder created), or None when there is none."""
+@contextlib.contextmanager
+def reading(workdir: str):
+  """(manager, latest step) of WORKDIR/checkpoints, read-only and closed on exit; (None, None) without one.
+
+  The manager writes nothing (no folder is created); the step is None when no checkpoint is complete.
+  """
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  return _manager(directory, read_only=True, create=False) if os.path.isdir(directory) else None
+  if not os.path.isdir(directory):
+    yield None, None
+    return
+  manager = _manager(directory, read_only=True, create=False)
+  try:
+    yield manager, manager.latest_step()
+  finally:
+    manager.close()
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target=None, *, partial: bool = False,
@@ -52,14 +64,8 @@ def restore(manager: ocp.CheckpointManager, step: int, target=None, *, partial: 
 
 def read_latest_meta(workdir: str) -> tuple[int, dict] | None:
   """(step, meta) of WORKDIR's latest checkpoint, reading only its small JSON record; None when there is none."""
-  manager = open_read_only(workdir)
-  if manager is None:
-    return None
-  try:
-    step = manager.latest_step()
+  with reading(workdir) as (manager, step):
     return None if step is None else (step, restore(manager, step, state=False)[1])
-  finally:
-    manager.close()
 
 
 class TrainingStopped(Exception):

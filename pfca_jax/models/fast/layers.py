@@ -1,6 +1,6 @@
 """The fast building blocks: what a network built with `attention_impl='fast'` (the default) is made of.
 
-Same parameters, state and results as models/layers.py's REFERENCE, within float32 rounding
+Same parameters, state and results as models/layers.py's `Reference`, within float32 rounding
 (tests/test_fast_layer.py holds every network and attention to that):
 
 - convolutions lowered as matrix products in programs compiled for the CPU (conv.py, `conv_impl`);
