@@ -21,10 +21,13 @@ compares several. The format follows the extension (.png, .pdf, .svg); the writt
 it is off (1) by default and never touches the evaluation curves.
 
 A resumed run appends again from its checkpoint step: at a repeated step the later line wins, and a
-step going backwards drops what the earlier attempt had logged from that step on.
+step going backwards drops what the earlier attempt had logged from that step on. A run killed
+mid-write leaves a torn line in metrics.jsonl (kept there, on a line of its own, when the run resumes):
+torn and other non-metrics lines are skipped, with one warning per file on stderr naming them, and the
+good lines are plotted (see `pfca_jax.train.metrics_log`).
 
-Mistakes (a missing workdir, no or a corrupt metrics.jsonl, an unknown --metric, an unwritable --out)
-end with one line on stderr and exit status 2.
+Mistakes (a missing or URL workdir, no metrics.jsonl or one without a single metrics line, an unknown
+--metric, an unwritable --out) end with one line on stderr and exit status 2.
 
 For scripts: `read_metrics(workdir)` -> {name: [(step, value), ...]}, `read_config`, `run_labels`,
 `make_figure(...)` -> a matplotlib Figure to add to, and `plot_runs(workdirs, out, metric)` -> path.
@@ -40,6 +43,7 @@ import sys
 import numpy as np
 
 from pfca_jax.errors import UserError
+from pfca_jax.train import metrics_log
 
 DEFAULT_METRIC = {'classification': 'top1', 'super_resolution': 'psnr_y'}
 _COUNTS = ('/examples', '/images')  # Sizes of the evaluation sets, not scores: never a curve.
@@ -51,6 +55,9 @@ _LINESTYLES = ('-', '--', ':', '-.')
 
 
 def _metrics_path(workdir: str) -> str:
+  # Imported on use: validation imports the models (JAX), which reading a JSON file does not need.
+  from pfca_jax.train.validation import check_local_path
+  check_local_path(os.fspath(workdir), 'workdir')  # os.path would take 'gs://b/run' for './gs:/b/run'.
   if not os.path.exists(workdir):
     raise UserError(f'workdir {workdir!r} does not exist')
   if not os.path.isdir(workdir):
@@ -62,32 +69,18 @@ def _metrics_path(workdir: str) -> str:
   return path
 
 
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def read_metrics(workdir: str) -> dict[str, list[tuple[int, float]]]:
   """WORKDIR/metrics.jsonl as {name: [(step, value), ...]} sorted by step, one value per step."""
   path = _metrics_path(workdir)
+  warnings = []  # Held back: a file with nothing to plot is one error line, not a warning and an error.
   try:
-    with open(path) as f:
-      lines = f.read().split('\n')
-  except (OSError, UnicodeDecodeError) as e:
-    raise UserError(f'cannot read {path}: {getattr(e, "strerror", None) or e}') from None
+    records = metrics_log.read(path, warn=warnings.append)
+  except OSError as e:
+    raise UserError(f'cannot read {path}: {e.strerror or e}') from None
   series = collections.defaultdict(dict)  # name -> {step: value}, names in order of first appearance.
   last_step = None
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except ValueError:
-      if number == len(lines):  # No newline after it: the line a live run is writing right now.
-        continue
-      raise UserError(f'{path} line {number} is not JSON: {line[:60]!r}') from None
-    step = record.get('step') if isinstance(record, dict) else None
-    if not isinstance(step, int) or isinstance(step, bool) or not all(map(_is_number, record.values())):
-      raise UserError(f'{path} line {number} is not {{"step": N, "name": number, ...}}: {line[:60]!r}')
+  for record in records:
+    step = record['step']
     if last_step is not None and step < last_step:
       # A resumed run restarted at its checkpoint: the earlier attempt's lines from here on are stale.
       for values in series.values():
@@ -99,7 +92,10 @@ def read_metrics(workdir: str) -> dict[str, list[tuple[int, float]]]:
         series[name][step] = float(value)
   metrics = {name: sorted(values.items()) for name, values in series.items() if values}
   if not metrics:
-    raise UserError(f'{path} has no metrics lines: the run has not logged yet, or the file was emptied')
+    raise UserError(f'{path} has no metrics lines: ' + (
+        warnings[0] if warnings else 'the run has not logged yet, or the file was emptied'))
+  for message in warnings:
+    metrics_log.warn_on_stderr(message)
   return metrics
 
 

@@ -89,6 +89,23 @@ def test_read_metrics_drops_the_stale_tail_of_a_resumed_run(tmp_path):
   assert metrics == {'train/loss': [(100, 3.0), (200, 2.0), (250, 1.8)]}
 
 
+def test_torn_lines_are_skipped_with_one_warning(tmp_path, capsys):
+  # A run killed twice mid-write, each torn line ended by the resumed run, and a line being written now.
+  lines = [{'step': 100, 'train/loss': 3.0}, {'step': 200, 'train/loss': 2.0}]
+  workdir = _write_run(tmp_path / 'run', lines, tail='{"step": 300, "train/lo\n{"step": 200, "train/loss": 1.9}\n'
+                                                     '{"st\n{"step": 300, "train/loss": 1.0}\n{"step": 400')
+  assert plot.read_metrics(workdir) == {'train/loss': [(100, 3.0), (200, 1.9), (300, 1.0)]}
+  path = os.path.join(workdir, 'metrics.jsonl')
+  assert capsys.readouterr().err == f'warning: skipped 2 torn or non-metrics line(s) of {path}: 3, 5\n'
+
+  out = str(tmp_path / 'torn.png')
+  assert plot.main([workdir, f'--out={out}']) == 0
+  captured = capsys.readouterr()
+  assert captured.out == out + '\n'
+  assert captured.err == f'warning: skipped 2 torn or non-metrics line(s) of {path}: 3, 5\n'
+  _check_png(out)
+
+
 def test_classification_figure_and_png(classification_runs, tmp_path):
   fig = plot.make_figure(classification_runs)
   loss_ax, top1_ax = fig.axes
@@ -155,9 +172,10 @@ def test_command_line(classification_runs, tmp_path):
 @pytest.mark.parametrize('case, expected', [
     ('missing', "workdir '{tmp}/nowhere' does not exist"),
     ('not_a_run', "has no metrics.jsonl: it must be a training run's workdir"),
-    ('empty', 'metrics.jsonl has no metrics lines'),
-    ('corrupt', 'metrics.jsonl line 2 is not JSON'),
-    ('not_metrics', 'metrics.jsonl line 1 is not {"step": N'),
+    ('url', "workdir 'gs://bucket/run' is a URL; it must be a local or mounted folder"),
+    ('empty', 'metrics.jsonl has no metrics lines: the run has not logged yet'),
+    ('not_metrics', 'metrics.jsonl has no metrics lines: skipped 2 torn or non-metrics line(s) of {tmp}/bad/'
+                    'metrics.jsonl: 1, 2'),
     ('metric', "unknown --metric 'top9'; available: top1, top5, loss, eval/test/top1, eval/test/top5"),
     ('unwritable', "cannot write --out='{tmp}/no/such/dir/p.png'"),
     ('format', "unknown image format 'xyz'; valid: "),
@@ -172,9 +190,9 @@ def test_errors_are_one_line_and_exit_2(case, expected, classification_runs, tmp
   argv = {  # Lambdas: only the case under test writes into `bad`.
       'missing': lambda: [str(tmp_path / 'nowhere')],
       'not_a_run': lambda: [bad],
+      'url': lambda: ['gs://bucket/run'],
       'empty': lambda: [_write_run(bad, [], tail='\n  \n')],
-      'corrupt': lambda: [_write_run(bad, [{'step': 1, 'train/loss': 1.0}], tail='{oops\n{"step": 2}\n')],
-      'not_metrics': lambda: [_write_run(bad, [{'step': 'one', 'train/loss': 1.0}])],
+      'not_metrics': lambda: [_write_run(bad, [{'step': 'one', 'train/loss': 1.0}], tail='{"step": 2, "tr\n')],
       'metric': lambda: [run, '--metric=top9'],
       'unwritable': lambda: [run, f'--out={tmp_path}/no/such/dir/p.png'],
       'format': lambda: [run, f'--out={tmp_path}/p.xyz'],
