@@ -3,8 +3,9 @@
 Only parses flags, joins the processes of a multi-host run, and calls
 `pfca_jax.train.train_and_evaluate` (or, when the config sets `compare_attentions`,
 `pfca_jax.studies.compare.run`, which calls it once per attention). Mistakes in what was asked for end with one line on stderr
-(a refused resume with one more line per differing field) and exit status 2; divergence with one line and
-status 3; a stop by SIGTERM or Ctrl-C, once its checkpoint is saved, with 128 + the signal's number (143, 130).
+(a refused resume with one more line per differing field) and exit status 2; a run that cannot go on
+(`pfca_jax.errors.RunFailed`) with one line and its status: 3 divergence, 4 a checkpoint that could not be
+saved; a stop by SIGTERM or Ctrl-C, once its checkpoint is saved, with 128 + the signal's number (143, 130).
 """
 
 import functools
@@ -28,15 +29,33 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
 
 
+def _drop_closed_loop_callbacks(default_hook):
+  """sys.unraisablehook without the 'Event loop is closed' reports of a failed checkpoint save.
+
+  When one write of an asynchronous save fails (disk full), orbax's event loop for that save closes
+  while TensorStore's other writes are still finishing; each then reports, from a C++ thread, that it
+  could not call back into the closed loop. The failure itself reaches the trainer and is said in one
+  line; everything else goes to the default hook.
+  """
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      default_hook(unraisable)
+  return hook
+
+
 def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
-  logging.set_verbosity(logging.ERROR)  # Our progress goes to stdout; TFDS's info chatter does not.
+  # Our progress goes to stdout and every failure ends in one line of ours; TFDS's info chatter and the
+  # tracebacks orbax logs from its save threads before the error reaches us (disk full) do not.
+  logging.set_verbosity(logging.FATAL)
+  sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
   command.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from pfca_jax import train
-  from pfca_jax.train import checkpointing, reporting
+  from pfca_jax.errors import RunFailed, UserError
   from pfca_jax.studies import compare
-  from pfca_jax.train.validation import UserError
+  from pfca_jax.train import checkpointing
   config = _CONFIG.value
   try:
     if config.get('compare_attentions'):
@@ -46,9 +65,9 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
-  except reporting.TrainingDiverged as e:
+  except RunFailed as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(3)
+    sys.exit(e.exit_status)
   except checkpointing.TrainingStopped as e:
     sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
 

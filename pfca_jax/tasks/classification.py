@@ -72,14 +72,17 @@ class ClassificationTask:
     self._eval_step = steps.EvalStep(eval_sums, state_shardings, mesh)
     self._batch_sharding = sharding.batch_sharded(mesh)
 
-  def evaluate(self, state, step: int, reporter) -> dict:
-    """Top-1/top-5/loss over every example of config.eval_split, as {'eval/<split>/<name>': value}."""
+  def evaluate(self, state, step: int, reporter, stop=None) -> dict:
+    """Top-1/top-5/loss over every example of config.eval_split, as {'eval/<split>/<name>': value}.
+
+    stop: asked before each batch; True raises steps.EvaluationStopped (see `steps.evaluate`).
+    """
     t0 = time.perf_counter()
     batches, num_steps = data.eval_iterator(self._eval_config, self.info)
     with progress.Progress(num_steps, f'eval {self.config.eval_split}', 'batch', leave=False,
                            enabled=jax.process_index() == 0) as bar:
       sums = steps.evaluate(self._eval_step, state,
-                            sharding.prefetch_to_devices(bar.wrap(batches), self._batch_sharding))
+                            sharding.prefetch_to_devices(bar.wrap(batches), self._batch_sharding), stop)
     metrics = eval_metrics(sums)
     split = self.config.eval_split
     reporter.write_eval(step, split, metrics, time.perf_counter() - t0)

@@ -9,6 +9,7 @@ stop request (SIGTERM / preemption) are handled between steps; a stopped run rai
 `checkpointing.TrainingStopped` once its checkpoint is saved.
 """
 
+import os
 import time
 
 import jax
@@ -39,8 +40,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates as `config` says; returns the final eval metrics (also in WORKDIR/results.json).
 
   Raises UserError for a mistake in what was asked for (before anything is compiled or written),
-  checkpointing.TrainingStopped when a signal stopped training (after its checkpoint is saved) and
-  reporting.TrainingDiverged on a non-finite loss or gradient norm.
+  checkpointing.TrainingStopped when a signal stopped training (after its checkpoint is saved),
+  reporting.TrainingDiverged on a non-finite loss, gradient norm or state (results.json then says
+  "status": "diverged"), and checkpointing.CheckpointSaveFailed when a checkpoint cannot be written.
   """
   task = check_config(config)
   workdir = check_workdir(workdir)
@@ -62,18 +64,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   input_shape = task.input_shape()
   abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh)
 
+  os.makedirs(workdir, exist_ok=True)  # Every check has passed: the first thing written.
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
-  restored = checkpoints.restore(abstract)
+  restored = checkpoints.restore(abstract, warn=_print_on_main)
   if restored is None:
     state = train_state.create_state(model, tx, input_shape, config.seed, state_shardings)
     meta = {'best': {}, 'wall_time_s': 0.0, 'sessions': []}
   else:
-    state, meta = restored
+    step, state, meta = restored
+    if step != latest[0]:  # Fell back past a damaged checkpoint: check the run against the one restored.
+      run_identity.check_config(run_identity.recorded_config(meta, workdir), config, workdir)
+      run_identity.check_resume((step, meta), run_identity.recorded_config(meta, workdir), config,
+                                steps_per_epoch, workdir)
   start_step = int(state.step)
   num_params = models.count_params(state.params)
   session = dict(provenance.collect(), start_step=start_step)
   meta.update(config=run_identity.to_record(config), steps_per_epoch=steps_per_epoch,
               sessions=meta.get('sessions', []) + [session])
+  # The step whose evaluation a stop request interrupted: it runs first on resuming.
+  pending_eval = meta.pop('pending_eval', None)
 
   reporter = reporting.Reporter(workdir, total_steps, config.batch_size, start_step)
   # What `pfca_jax.predict` rebuilds the model from, and what produced it.
@@ -86,54 +95,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     reporter.writer.write_hparams({k: str(v) for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
   train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key)
+  non_finite = steps.make_state_check(state_shardings, mesh)
   task.build_eval(state_shardings, mesh)
   batch_sharding = sharding.batch_sharded(mesh)
+  stop_requested = checkpointing.StopRequest(checkpoints)
 
   def run_eval(step: int):
     t0 = time.perf_counter()
-    return task.evaluate(state, step, reporter), time.perf_counter() - t0
+    # With several processes the stop is agreed on between steps only (`StopRequest`): an evaluation
+    # runs to its end there.
+    stop = (lambda: stop_requested(step)) if jax.process_count() == 1 else None
+    return task.evaluate(state, step, reporter, stop=stop), time.perf_counter() - t0
 
-  stop_requested = checkpointing.StopRequest(checkpoints)
   final, step, session_start = {}, start_step, time.time()
   try:
-    batches = sharding.prefetch_to_devices(task.train_batches(start_step), batch_sharding)
-    paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
-    while step < total_steps:
-      state, metrics = train_step(state, next(batches))
-      step += 1
-      reporter.add_train(step, metrics)
-      stop = stop_requested(step)
-      last = step == total_steps
-      if step % log_every == 0 or last or stop:
-        reporter.flush_train(step, paused)
-        paused = 0.0
-      if step % eval_every == 0 or last:
-        final, seconds = run_eval(step)
-        paused += seconds
+    try:
+      if pending_eval == start_step:
+        final, _ = run_eval(step)
         meta['best'] = _best(meta['best'], final)
-      if step % checkpoint_every == 0 or last or stop:
-        reporter.check_finite()  # Never save a state that has already diverged.
-        meta['wall_time_s'] += time.time() - session_start
-        session_start = time.time()
-        checkpoints.save(step, state, dict(meta, step=step))
-      if stop:
-        message = (f'{stop_requested.signal_name or "preemption"}: checkpoint of step {step} saved in '
-                   f'{checkpoints.directory}; rerun the same command to resume')
-        reporter.print(message)
-        raise checkpointing.TrainingStopped(message, stop_requested.signal_number)
-    if not final:  # Resumed a finished run: report its metrics again.
-      final, _ = run_eval(step)
-  except reporting.TrainingDiverged as e:
-    last_good = checkpoints.latest_step()
-    raise reporting.TrainingDiverged(
-        f'{e}; the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
-        else f'{e}; no checkpoint had been saved yet') from None
+      batches = sharding.prefetch_to_devices(task.train_batches(start_step), batch_sharding)
+      paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
+      while step < total_steps:
+        state, metrics = train_step(state, next(batches))
+        step += 1
+        reporter.add_train(step, metrics)
+        stop = stop_requested(step)
+        last = step == total_steps
+        if step % log_every == 0 or last or stop:
+          reporter.flush_train(step, paused)
+          paused = 0.0
+        if step % eval_every == 0 or last:
+          try:
+            if stop:
+              raise steps.EvaluationStopped()
+            final, seconds = run_eval(step)
+            paused += seconds
+            meta['best'] = _best(meta['best'], final)
+          except steps.EvaluationStopped:  # Checkpointed below; the resumed run evaluates this step first.
+            final, stop, meta['pending_eval'] = {}, True, step
+        if step % checkpoint_every == 0 or last or stop:
+          reporter.check_finite()  # Never save a state that has already diverged...
+          bad = non_finite(state)  # ...nor one that an update has just overflowed.
+          if bad is not None:
+            raise reporting.TrainingDiverged(f'{bad} is not finite after step {step}: training stopped', step)
+          meta['wall_time_s'] += time.time() - session_start
+          session_start = time.time()
+          checkpoints.save(step, state, dict(meta, step=step))
+        if stop:
+          message = (f'{stop_requested.signal_name or "preemption"}: checkpoint of step {step} saved in '
+                     f'{checkpoints.directory}; rerun the same command to resume'
+                     + ('' if 'pending_eval' not in meta else ' (the evaluation it interrupted runs first)'))
+          reporter.print(message)
+          raise checkpointing.TrainingStopped(message, stop_requested.signal_number)
+      if not final:  # Resumed a finished run: report its metrics again.
+        final, _ = run_eval(step)
+    except reporting.TrainingDiverged as e:
+      checkpoints.close()  # The last good checkpoint complete on disk before it is named.
+      last_good = checkpoints.latest_step()
+      where = (f'the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
+               else 'no checkpoint had been saved yet')
+      reporting.write_json(workdir, 'results.json', {
+          'status': 'diverged', 'step': e.step, 'reason': str(e), 'last_good_checkpoint': last_good,
+          'best': meta['best'], 'config': meta['config'], 'provenance': session, 'sessions': meta['sessions']})
+      raise reporting.TrainingDiverged(f'{e}; {where}', e.step) from None
+    finally:
+      stop_requested.restore_handlers()
+      checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
   finally:
-    stop_requested.restore_handlers()
-    checkpoints.close()
-    reporter.close()
+    reporter.close()  # ...and the logs are flushed all the same.
 
-  results = {'final': final, 'best': meta['best'], 'params': num_params, 'steps': step,
+  results = {'status': 'completed', 'final': final, 'best': meta['best'], 'params': num_params, 'steps': step,
              'wall_time_s': meta['wall_time_s'] + time.time() - session_start,
              'train_images_per_sec': reporter.train_images_per_sec(),
              'config': meta['config'], 'devices': jax.device_count(), 'processes': jax.process_count(),
@@ -142,6 +173,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     results['per_image'] = task.per_image
   reporting.write_json(workdir, 'results.json', results)
   return final
+
+
+def _print_on_main(text: str) -> None:
+  if jax.process_index() == 0:
+    print(text, flush=True)
 
 
 def _best(best: dict, current: dict) -> dict:

@@ -16,11 +16,17 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-from pfca_jax.train import progress
+from pfca_jax.errors import RunFailed
+from pfca_jax.train import metrics_log, progress
 
 
-class TrainingDiverged(RuntimeError):
-  """The loss or the gradient norm was not finite."""
+class TrainingDiverged(RunFailed):
+  """The loss, the gradient norm or the state to be saved was not finite, first at `step`."""
+  exit_status = 3
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
 
 
 class Reporter:
@@ -40,6 +46,8 @@ class Reporter:
     self.progress = progress.Progress(total_steps, 'train', 'step', initial=start_step, interval=None,
                                       enabled=self.is_main)
     self._jsonl = os.path.join(workdir, 'metrics.jsonl')
+    if self.is_main:  # A killed run may have torn its last line: end it, so ours start on a line of their own.
+      metrics_log.repair_tail(self._jsonl)
 
   def print(self, text: str) -> None:
     if self.is_main:
@@ -49,8 +57,7 @@ class Reporter:
     """To TensorBoard and to WORKDIR/metrics.jsonl."""
     self.writer.write_scalars(step, scalars)
     if self.is_main:
-      with open(self._jsonl, 'a') as f:
-        f.write(json.dumps({'step': int(step), **{k: float(v) for k, v in scalars.items()}}) + '\n')
+      metrics_log.append(self._jsonl, step, scalars)
 
   def add_train(self, step: int, metrics) -> None:
     """Keeps a step's metrics (device arrays) until the next `flush_train`."""
@@ -69,7 +76,7 @@ class Reporter:
       for name in ('loss', 'grad_norm'):
         value = float(metrics[name])
         if not math.isfinite(value):
-          raise TrainingDiverged(f'{name} is {value} at step {step}: training stopped')
+          raise TrainingDiverged(f'{name} is {value} at step {step}: training stopped', step)
     return fetched
 
   def flush_train(self, step: int, pause_seconds: float = 0.0) -> dict:

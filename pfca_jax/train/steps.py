@@ -65,13 +65,52 @@ class EvalStep:
     return self._step(state, batch, totals)
 
 
-def evaluate(eval_step: EvalStep, state, batches) -> dict:
-  """Sums over every (already global) batch, returned on the host."""
+class EvaluationStopped(Exception):
+  """A stop request (SIGTERM, Ctrl-C) ended an evaluation part-way; the trainer checkpoints and stops."""
+
+
+def evaluate(eval_step: EvalStep, state, batches, stop: Callable[[], bool] | None = None) -> dict:
+  """Sums over every (already global) batch, returned on the host.
+
+  stop: asked before each batch; when it says True, EvaluationStopped is raised, so a preemption's grace
+  period is not spent on an evaluation whose result would be thrown away.
+  """
   totals = None
   for batch in batches:
+    if stop is not None and stop():
+      raise EvaluationStopped()
     if totals is None:
       totals = eval_step.zeros(state, batch)
     totals = eval_step(state, batch, totals)
   if totals is None:
     raise ValueError('evaluation got no batches')
   return jax.device_get(totals)
+
+
+def make_state_check(state_shardings, mesh) -> Callable:
+  """Returns check(state) -> the name of the first array of the state holding NaN or Inf, or None.
+
+  Run before every save: a finite loss and gradient norm at step S say nothing about the update of
+  step S, which can overflow the parameters, the optimiser's moments or BatchNorm's statistics.
+  One reduction per floating-point array, compiled once, fetched as one small vector.
+  """
+  def all_finite(state):
+    leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+  compiled = jax.jit(all_finite, in_shardings=(state_shardings,), out_shardings=sharding.replicated(mesh))
+
+  def check(state) -> str | None:
+    finite = jax.device_get(compiled(state))
+    if finite.all():
+      return None
+    paths = [path for path, x in jax.tree_util.tree_flatten_with_path(state)[0]
+             if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return _path_name(paths[int(finite.argmin())])
+
+  return check
+
+
+def _path_name(path) -> str:
+  """(GetAttrKey('params'), DictKey('conv1'), ...) -> 'params/conv1/...'."""
+  return '/'.join(str(getattr(key, 'name', getattr(key, 'key', getattr(key, 'idx', key)))) for key in path)
