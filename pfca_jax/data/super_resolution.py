@@ -227,30 +227,36 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
       local_batch=local_batch, what='div2k train')
 
 
-def eval_images(config, split: str | None = None, *, process_index: int | None = None,
+def eval_images(config, split: str | None = None, *, max_images: int = -1, process_index: int | None = None,
                 process_count: int | None = None) -> Iterator[dict]:
-  """This process's share of full images {'lr': uint8 HxWx3, 'hr': uint8 (sH)x(sW)x3, 'name': str}.
+  """This process's share of full images {'lr': uint8 HxWx3, 'hr': uint8 (sH)x(sW)x3, 'name': str, 'index': int}.
 
-  split defaults to config.eval_split. The split is shared without drop (the
+  split defaults to config.eval_split; max_images >= 0 keeps only its first
+  max_images images (in the stored order), before sharing, so the images scored
+  do not depend on the process count. The split is shared without drop (the
   first N % process_count processes get one more image) so together the
   processes see each image once; images have different sizes, so they are
   not batched. HR is mod-cropped to a multiple of the scale and LR cropped to
-  HR / scale. TFDS's div2k stores no file names, so 'name' is
-  '{split}_{index:04d}', index counting in the split's stored order across
-  all processes; datasets that store names (skimage_photos) keep theirs.
+  HR / scale. 'index' counts in the split's stored order across all
+  processes. TFDS's div2k stores no file names, so 'name' is
+  '{split}_{index:04d}'; datasets that store names (skimage_photos) keep theirs.
   """
   process_index, process_count = epochs.process_index_count(process_index, process_count)
   split = config.eval_split if split is None else split
   builder = _open(config)
-  tfds_source.num_examples(builder, split)  # A one-line UserError naming the valid splits if it is unknown.
-  share = tfds_source.process_share(split, process_index, process_count, drop_remainder=False)
+  size = tfds_source.num_examples(builder, split)  # A one-line UserError naming the valid splits if it is unknown.
+  if max_images == 0:
+    return iter(())
+  # TFDS refuses a slice past the split's end.
+  kept = split if not 0 < max_images < size else f'{split}[:{max_images}]'
+  share = tfds_source.process_share(kept, process_index, process_count, drop_remainder=False)
   # Shares are contiguous, so this one starts after the sizes of the earlier ones.
-  first = sum(tfds_source.num_examples(builder, tfds_source.process_share(split, i, process_count,
+  first = sum(tfds_source.num_examples(builder, tfds_source.process_share(kept, i, process_count,
                                                                           drop_remainder=False))
               for i in range(process_index))
   ds = _read_pairs(builder, share, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.prefetch(2).with_options(epochs.read_options())
   # A generator of its own, so that a missing dataset or bad split fails at the call, not at the first image.
-  return (crop_pair(pair['lr'], pair['hr'], config.scale,
-                    pair['name'].decode() if 'name' in pair else f'{split}_{index:04d}')
+  return (dict(crop_pair(pair['lr'], pair['hr'], config.scale,
+                         pair['name'].decode() if 'name' in pair else f'{split}_{index:04d}'), index=index)
           for index, pair in enumerate(ds.as_numpy_iterator(), start=first))

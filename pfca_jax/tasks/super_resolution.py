@@ -6,12 +6,17 @@ scores are those of the function that was trained, for every attention, with bou
 HR side (`pfca_jax.tasks.tiling.Upscaler`). The output is clipped to [0, 255] and rounded like a saved
 8-bit image, then scored with PSNR/SSIM on the BT.601 Y channel after
 cropping `scale` border pixels (docs/training.md, "Super-resolution evaluation"); RGB PSNR is reported too, and the same
-Y scores of bicubic upscaling (MATLAB imresize) as the reference every model must beat. Each process
-scores its own share of the images on its own devices; the sums are then added over processes.
-Every image's scores are kept in `per_image` (results.json): with several processes, those of
-process 0's share only.
+Y scores of bicubic upscaling (MATLAB imresize) as the reference every model must beat.
+
+With several processes, each scores its own share of every set on its own devices (contiguous shares
+of the TFDS split, round-robin ones of a folder), each image knowing its index in the set, so that
+`eval_max_images` keeps the set's first N images whatever the process count. The rows of all
+processes are then gathered and put in the set's order: `per_image` (results.json) lists every image
+once, and the means are computed from those rows in that one order by the same code as with one
+process, so they are bit-equal to a one-process evaluation of the same parameters.
 """
 
+import json
 import os
 import time
 
@@ -20,9 +25,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from pfca_jax import metrics
-from pfca_jax.train import progress
+from pfca_jax.train import progress, steps
 from pfca_jax.tasks import tiling
-from pfca_jax.data import sr_folders
+from pfca_jax.data import epochs, sr_folders
 from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
@@ -32,6 +37,8 @@ from pfca_jax.train.validation import create_model
 
 # Folder names that say "the HR images of a set", so the set is named after the folder above.
 _HR_FOLDER_NAMES = {'hr', 'gt', 'gtmod12', 'original', 'image_srf_2', 'image_srf_3', 'image_srf_4'}
+# An image's scores, as in `per_image` and (averaged) in the metrics.
+_SCORES = ('psnr_y', 'ssim_y', 'psnr_rgb', 'bicubic_psnr_y', 'bicubic_ssim_y')
 
 
 def parse_folders(text: str) -> list[tuple[str, str, str | None]]:
@@ -86,57 +93,69 @@ class SuperResolutionTask:
                                      devices=jax.local_devices())
 
   def _sets(self):
+    """(name, images) per set, images() giving this process's share of the set's first eval_max_images."""
     config = self.config
-    yield config.dataset, lambda: sr_data.eval_images(config)
+    yield config.dataset, lambda: sr_data.eval_images(config, max_images=config.eval_max_images)
     for name, hr_dir, lr_dir in self.folders:
       yield name, lambda h=hr_dir, l=lr_dir: self._local_share(
-          sr_folders.folder_images(h, config.scale, lr_dir=l, downscale=imresize))
+          sr_folders.folder_images(h, config.scale, lr_dir=l, downscale=imresize), config.eval_max_images)
 
   @staticmethod
-  def _local_share(images):
+  def _local_share(images, max_images: int = -1, *, process_index: int | None = None,
+                   process_count: int | None = None):
+    """Image i of the set (with its 'index' i) if i % process_count is this process, for i < max_images (if >= 0)."""
+    process_index, process_count = epochs.process_index_count(process_index, process_count)
     for i, image in enumerate(images):
-      if i % jax.process_count() == jax.process_index():
-        yield image
+      if 0 <= max_images <= i:  # Counted over the whole set, so the first N whatever the process count.
+        return
+      if i % process_count == process_index:
+        yield dict(image, index=i)
 
-  def evaluate(self, state, step: int, reporter) -> dict:
-    """Mean Y-PSNR, Y-SSIM, RGB PSNR (and bicubic's Y scores) per set, as {'eval/<set>/<metric>': value}."""
+  def evaluate(self, state, step: int, reporter, stop=None) -> dict:
+    """Mean Y-PSNR, Y-SSIM, RGB PSNR (and bicubic's Y scores) per set, as {'eval/<set>/<metric>': value}.
+
+    stop: asked before each image; when it says True, steps.EvaluationStopped is raised (one process only:
+    with several, the others would wait for this one at the gathering).
+    """
     config = self.config
     # This process's replica of the (replicated) parameters, placed on its own devices.
     upscale = self._upscaler.use(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}))
     results, self.per_image = {}, {}
     for name, images in self._sets():
       t0 = time.perf_counter()
-      sums = np.zeros(6)  # count, psnr_y, ssim_y, psnr_rgb, bicubic psnr_y, bicubic ssim_y
-      rows = self.per_image[name] = []
+      rows = []  # [index in the set, per-image row] of this process's images.
       bar = progress.Progress(None, f'eval {name}', 'image', leave=False, enabled=jax.process_index() == 0)
-      for i, image in enumerate(bar.wrap(images())):
-        if 0 <= config.eval_max_images <= i * jax.process_count():
-          break
-        lr = image['lr'].astype(np.float32) / 255.0
-        sr_image = to_uint8(upscale(lr))
-        bicubic = imresize(image['lr'], config.scale)
-        scores = [metrics.psnr(sr_image, image['hr'], config.scale), metrics.ssim(sr_image, image['hr'], config.scale),
-                  metrics.psnr(sr_image, image['hr'], config.scale, y_channel=False),
-                  metrics.psnr(bicubic, image['hr'], config.scale), metrics.ssim(bicubic, image['hr'], config.scale)]
-        sums += [1] + scores
-        rows.append(dict(zip(('name', 'psnr_y', 'ssim_y', 'psnr_rgb', 'bicubic_psnr_y', 'bicubic_ssim_y'),
-                             [image['name']] + [float(v) for v in scores])))
-        if i < config.eval_num_samples and jax.process_index() == 0:
-          self._write_sample(reporter, step, name, image, bicubic, sr_image)
-      bar.close()
-      if jax.process_count() > 1:
-        sums = np.asarray(multihost_utils.process_allgather(sums)).sum(axis=0)
-      if sums[0] == 0:
+      try:
+        for image in bar.wrap(images()):
+          if stop is not None and stop():
+            raise steps.EvaluationStopped()
+          lr = image['lr'].astype(np.float32) / 255.0
+          sr_image = to_uint8(upscale(lr))
+          bicubic = imresize(image['lr'], config.scale)
+          scores = [metrics.psnr(sr_image, image['hr'], config.scale),
+                    metrics.ssim(sr_image, image['hr'], config.scale),
+                    metrics.psnr(sr_image, image['hr'], config.scale, y_channel=False),
+                    metrics.psnr(bicubic, image['hr'], config.scale), metrics.ssim(bicubic, image['hr'], config.scale)]
+          rows.append([image['index'], dict(name=image['name'], **dict(zip(_SCORES, map(float, scores))))])
+          # Only process 0 writes files, so the samples are those of the set's first images it holds.
+          if image['index'] < config.eval_num_samples and jax.process_index() == 0:
+            self._write_sample(reporter, step, name, image, bicubic, sr_image)
+      finally:
+        bar.close()
+      rows = self.per_image[name] = [row for _, row in gather_rows(rows, name)]
+      if not rows:
         raise UserError(f'evaluation set {name!r} has no images')
-      means = {'psnr_y': sums[1] / sums[0], 'ssim_y': sums[2] / sums[0], 'psnr_rgb': sums[3] / sums[0],
-               'bicubic_psnr_y': sums[4] / sums[0], 'bicubic_ssim_y': sums[5] / sums[0], 'images': int(sums[0])}
+      # Reduced in the set's order from the gathered rows, the same code whatever the process count, so the
+      # means are bit-equal to a one-process evaluation (a sum per process, then over processes, would not be).
+      table = np.array([[row[key] for key in _SCORES] for row in rows], np.float64)
+      means = dict(zip(_SCORES, map(float, table.mean(axis=0))), images=len(rows))
       reporter.write_eval(step, name, means, time.perf_counter() - t0)
       if upscale.tiled_images:
         reporter.print(f'note: {upscale.tiled_images} image(s) of {name} are above {tiling.MAX_WHOLE_PIXELS:,} LR '
                        'pixels and went through the whole network in tiles: with attention, their scores are '
                        'those of per-tile statistics')
         upscale.tiled_images = 0
-      results.update({f'eval/{name}/{k}': float(v) if k != 'images' else v for k, v in means.items()})
+      results.update({f'eval/{name}/{k}': v for k, v in means.items()})
     return results
 
   def _write_sample(self, reporter, step, name, image, bicubic, sr_image):
@@ -146,3 +165,25 @@ class SuperResolutionTask:
     nearest = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
     panel = np.concatenate([nearest, bicubic, sr_image, image['hr']], axis=1)
     reporter.write_image(step, f'samples/{name}/{image["name"]}', panel)
+
+
+def gather_rows(rows: list, name: str) -> list:
+  """Every process's [index, row] pairs, sorted by index and checked to hold each index once from 0.
+
+  They travel as JSON (a float's repr reads back to the same bits, inf and nan included) in uint8
+  arrays padded to the longest: process_allgather needs one shape on every process, and without
+  jax_enable_x64 it would turn float64 into float32, but uint8 stays exact.
+  """
+  if jax.process_count() > 1:
+    payload = np.frombuffer(json.dumps(rows).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(payload.size)))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[:payload.size] = payload
+    gathered = np.asarray(multihost_utils.process_allgather(padded))
+    rows = [row for size, data in zip(sizes, gathered) for row in json.loads(data[:size].tobytes())]
+  rows = sorted(rows, key=lambda row: row[0])
+  indices = [index for index, _ in rows]
+  if indices != list(range(len(rows))):
+    raise RuntimeError(f'evaluation set {name!r}: the processes scored images {indices}, not each of the first '
+                       f'{len(rows)} once')
+  return rows
