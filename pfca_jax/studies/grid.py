@@ -62,6 +62,8 @@ def finished_results(run: Run, latest: tuple[int, dict] | None) -> dict | None:
   with open(path) as f:
     results = json.load(f)
   length = {k: run.config.get(k) for k in run_identity.LENGTH_FIELDS}
+  if results.get('status', 'completed') != 'completed':  # A diverged run's record: the trainer reports it again.
+    return None
   if results.get('steps') != latest[0] or {k: results['config'].get(k) for k in length} != length:
     return None
   return results

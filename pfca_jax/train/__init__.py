@@ -2,12 +2,13 @@
 
     loop.py             the loop: start-up checks, resume, train, evaluate, checkpoint, results.json
     train_state.py      the sharded train state (eval_shape -> shardings -> jit(init))
-    steps.py            the jitted train and eval steps
+    steps.py            the jitted train and eval steps, and the NaN/Inf check of the state before a save
     optim.py            optimisers, schedules, durations in steps or epochs
     sharding.py         the data-parallel mesh, global batches, prefetch to devices
-    checkpointing.py    orbax checkpoints: save, restore, the SIGTERM stop request
+    checkpointing.py    orbax checkpoints: save, restore past damaged ones, failed saves, the SIGTERM stop
     run_identity.py     what may change when a run resumes, and the check that refuses the rest
-    reporting.py        console lines, TensorBoard, metrics.jsonl, the NaN/Inf stop, results.json
+    reporting.py        console lines, TensorBoard, the NaN/Inf stop, results.json
+    metrics_log.py      WORKDIR/metrics.jsonl: appended line by line, read past lines torn by a kill
     progress.py         a progress bar on a terminal, plain lines in a log
     provenance.py       the code, libraries, devices and command behind a result
     config_defaults.py  every config field, commented, with its default
