@@ -95,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     reporter.writer.write_hparams({k: str(v) for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
   train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key)
-  non_finite = steps.make_state_check(state_shardings, mesh)
+  non_finite = steps.make_state_check(abstract, state_shardings, mesh)
   task.build_eval(state_shardings, mesh)
   batch_sharding = sharding.batch_sharded(mesh)
   stop_requested = checkpointing.StopRequest(checkpoints)

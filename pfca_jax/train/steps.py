@@ -87,18 +87,20 @@ def evaluate(eval_step: EvalStep, state, batches, stop: Callable[[], bool] | Non
   return jax.device_get(totals)
 
 
-def make_state_check(state_shardings, mesh) -> Callable:
+def make_state_check(abstract_state, state_shardings, mesh) -> Callable:
   """Returns check(state) -> the name of the first array of the state holding NaN or Inf, or None.
 
   Run before every save: a finite loss and gradient norm at step S say nothing about the update of
   step S, which can overflow the parameters, the optimiser's moments or BatchNorm's statistics.
-  One reduction per floating-point array, compiled once, fetched as one small vector.
+  One reduction per floating-point array, fetched as one small vector; compiled here, from the abstract
+  state, so that a stop request's checkpoint does not wait for a compilation.
   """
   def all_finite(state):
     leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
 
-  compiled = jax.jit(all_finite, in_shardings=(state_shardings,), out_shardings=sharding.replicated(mesh))
+  compiled = jax.jit(all_finite, in_shardings=(state_shardings,),
+                     out_shardings=sharding.replicated(mesh)).lower(abstract_state).compile()
 
   def check(state) -> str | None:
     finite = jax.device_get(compiled(state))
