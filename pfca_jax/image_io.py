@@ -7,8 +7,10 @@ round(v / 257), which maps 0..65535 onto 0..255 exactly (65535 = 257 * 255).
 
 Pillow opens 16-bit RGB(A) PNGs as 8-bit, keeping only the high byte of each value, and cannot hold
 16-bit colour at all; those files are decoded with TensorFlow (PNG) or tifffile (TIFF) instead. That
-is the only use of TensorFlow here, imported on demand, so reading an ordinary image stays fast.
-Every failure is a one-line `UserError` naming the file.
+is the only use of TensorFlow here, imported on demand (`import_tensorflow`, which the input pipelines
+use too, for its silence), so reading an ordinary image stays fast.
+Every failure is a one-line `UserError` naming the file. An input may have at most `MAX_PIXELS`
+(8192 x 8192) pixels, checked from its header before anything is decoded.
 """
 
 import contextlib
@@ -17,6 +19,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,6 +34,10 @@ OUTPUT_FORMATS = {'.png': ('PNG', True), '.jpg': ('JPEG', False), '.jpeg': ('JPE
 # 'exact' keeps WebP from zeroing the colour under fully transparent pixels.
 _SAVE_OPTIONS = {'JPEG': {'quality': 95, 'subsampling': 0}, 'WEBP': {'lossless': True, 'exact': True}}
 _TIFF_MAGIC = (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+')
+# The largest input, in pixels: 8192 x 8192 upscaled x4 is already a 3 GB 8-bit image, and 12 GB while in float32.
+MAX_SIDE = 8192
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+READABLE = 'PNG, JPEG, BMP, TIFF, WebP, GIF or another format Pillow reads'
 # Modes Pillow converts to RGB faithfully, named the way a person would.
 _OTHER_MODES = {'CMYK': 'CMYK', 'YCbCr': 'YCbCr', 'LAB': 'CIELAB', 'HSV': 'HSV', 'RGBX': 'RGBX', 'RGBa': 'RGBa'}
 
@@ -55,24 +62,42 @@ def to_8bit(values: np.ndarray) -> np.ndarray:
 
 
 def check_input(path: str) -> None:
-  """Fails in one line unless `path` is a file whose header an image reader recognises (nothing is decoded)."""
+  """Fails in one line unless `path` is an image file of at most MAX_PIXELS, judged from its header alone."""
+  image_size(path)
+
+
+def image_size(path: str) -> tuple[int, int]:
+  """(width, height) of an image file from its header alone; a one-line UserError when it is not an image
+  file, or is larger than MAX_PIXELS."""
   if not os.path.exists(path):
     raise UserError(f'input image {path!r} does not exist')
   if os.path.isdir(path):
     raise UserError(f'input {path!r} is a folder, not an image file')
+  if os.path.getsize(path) == 0:
+    raise UserError(f'input image {path!r} is an empty file (0 bytes); give an image file ({READABLE})')
   try:
-    with Image.open(path):
-      return
+    with warnings.catch_warnings():
+      # Pillow warns above its own limit; ours (below) is lower and is said in the error instead.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        size = image.size
   except UnidentifiedImageError:
-    if _is_tiff(path):  # TIFF layouts Pillow does not know (float, many channels) may still be tifffile's.
-      return
-    raise UserError(f'input {path!r} is not an image file (no image format recognises its content)') from None
-  except Image.DecompressionBombError as e:
-    raise UserError(f'input {path!r}: {e}') from None
+    if not _is_tiff(path):
+      raise UserError(f'input {path!r} is not an image file (its content is none of {READABLE})') from None
+    size = _tiff_size(path)  # A TIFF layout Pillow does not know (float, many channels) may still be tifffile's.
+  except Image.DecompressionBombError:
+    raise UserError(f'input image {path!r} has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; '
+                    f'the limit is {MAX_PIXELS:,} pixels ({MAX_SIDE} x {MAX_SIDE}): crop or downscale it') from None
   except OSError as e:
     raise UserError(f'cannot read input {path!r}: {e.strerror or e}') from None
   except Exception as e:  # noqa: BLE001 -- Pillow's format plugins raise anything on a malformed header.
-    raise UserError(f'input {path!r} is not a readable image ({type(e).__name__}: {e})') from None
+    raise UserError(f'input {path!r} is not a readable image ({type(e).__name__}: {e}); give an image file '
+                    f'({READABLE})') from None
+  width, height = size
+  if width * height > MAX_PIXELS:
+    raise UserError(f'input image {path!r} is {width}x{height} = {width * height:,} pixels; the limit is '
+                    f'{MAX_PIXELS:,} pixels ({MAX_SIDE} x {MAX_SIDE}): crop or downscale it')
+  return width, height
 
 
 def read_image(path: str) -> LoadedImage:
@@ -86,12 +111,23 @@ def read_image(path: str) -> LoadedImage:
   except UserError:
     raise
   except Exception as e:  # noqa: BLE001 -- truncated or corrupt data shows only when decoded, as any error.
-    raise UserError(f'cannot decode image {path!r}: {e}') from None
+    raise UserError(f'cannot decode image {path!r}: {e}; the file is damaged or incomplete, give a whole '
+                    'image file') from None
 
 
 def _is_tiff(path: str) -> bool:
   with open(path, 'rb') as f:
     return f.read(4) in _TIFF_MAGIC
+
+
+def _tiff_size(path: str) -> tuple[int, int]:
+  import tifffile  # Only for TIFFs Pillow cannot hold.
+  try:
+    with tifffile.TiffFile(path) as tiff:
+      shape = tiff.pages[0].shape
+  except Exception as e:  # noqa: BLE001 -- tifffile raises many types for unreadable files.
+    raise UserError(f'cannot read TIFF image {path!r}: {e}') from None
+  return int(shape[1]), int(shape[0])
 
 
 def _read_tiff(path: str) -> np.ndarray:

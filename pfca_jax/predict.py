@@ -10,16 +10,19 @@ evaluation does. Upscaling computes what evaluation computes (`pfca_jax.tasks.ti
 residual body, where the attention is, on the whole image, the upsampling tail in overlapping tiles,
 with a progress bar over the tiles; above 2048 x 2048 pixels the whole network goes in tiles, with a note.
 
-Everything a user can get wrong (a missing or unreadable image, an output path that cannot be written,
-a workdir that is not a run of the right task or has no checkpoint, bad tile sizes) is checked before
-the model is loaded and ends with one `error: ...` line on stderr and exit status 2. Conversions of the
-input (16-bit, grayscale, alpha, ...) are told in `note: ...` lines on stderr; results go to stdout.
+Everything a user can get wrong (a missing, unreadable or damaged image, one above 8192 x 8192 pixels,
+an output path that cannot be written, a workdir that is not a run of the right task or has no
+checkpoint, bad tile sizes) is checked before the model is loaded and ends with one `error: ...` line
+on stderr and exit status 2. Conversions of the input (16-bit, grayscale, alpha, ...) are told in
+`note: ...` lines on stderr; results go to stdout.
 TensorFlow is imported only by `classify` (its evaluation preprocessing), so `upscale` starts fast.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -205,25 +208,37 @@ def top_classes(probabilities: np.ndarray, names: list[str], k: int) -> list[tup
   return [(names[i], float(probabilities[i])) for i in order]
 
 
+@contextlib.contextmanager
+def config_fields(workdir: str):
+  """A field that config.json lacks (a hand-edited or cut-short file) as one line, not a traceback."""
+  try:
+    yield
+  except (KeyError, AttributeError) as e:
+    field = (re.findall(r'\w+', str(e)) or ['?'])[0]  # ml_collections quotes the name, with a hint after it.
+    raise UserError(f'{os.path.join(workdir, "config.json")} has no field {field!r}, which rebuilding the model '
+                    'needs: it is not the whole config of a pfca_jax.main run') from None
+
+
 def classify(args) -> None:
   if args.top < 1:
     raise UserError(f'--top={args.top} must be at least 1')
   for path in args.images:
     image_io.check_input(path)
+  images = [image_io.read_image(path) for path in args.images]  # Decoded first: a damaged file costs no model.
   config = open_run(args.workdir, 'classification')
   image_io.import_tensorflow()  # Before pfca_jax.data, so that its import is silent too.
   from pfca_jax.data.classification import get_spec
-  spec = get_spec(config.dataset)
   inputs, notes = [], []
-  for path in args.images:
-    image = image_io.read_image(path)
-    notes += image.notes
-    if image.alpha is not None:
-      notes.append(f'{path} has an alpha channel; it is ignored (the classifier sees the RGB values)')
-    inputs.append(preprocess(image.rgb, config, spec, path, notes))
+  with config_fields(args.workdir):
+    spec = get_spec(config.dataset)
+    for path, image in zip(args.images, images):
+      notes += image.notes
+      if image.alpha is not None:
+        notes.append(f'{path} has an alpha channel; it is ignored (the classifier sees the RGB values)')
+      inputs.append(preprocess(image.rgb, config, spec, path, notes))
+    model = create_model(config, spec)
   for text in notes:  # Only once every image could be read: a failure is then the one line printed.
     note(text)
-  model = create_model(config, spec)
   forward = make_forward(model, restore_variables(args.workdir, model, (1, *inputs[0].shape)))
   import jax
   names = class_names(config, spec)
@@ -268,24 +283,25 @@ def upscale_image(upscaler, rgb: np.ndarray, progress=None) -> np.ndarray:
 def upscale(args) -> None:
   image_io.check_input(args.input)
   _, stores_alpha = image_io.check_output(args.output)
+  image = image_io.read_image(args.input)  # Decoded first: a damaged file costs no model.
   config = open_run(args.workdir, 'super_resolution')
-  tile = config.eval_tile if args.tile is None else args.tile
-  overlap = config.eval_tile_overlap if args.overlap is None else args.overlap
   from pfca_jax.tasks import tiling
-  try:
-    tiling.check_upscale_tiles(tile, overlap)
-  except ValueError:
-    raise UserError(f'--tile={tile} --overlap={overlap}: need 0 <= overlap < tile / 2 and '
-                    f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} '
-                    f'--overlap={config.eval_tile_overlap})') from None
-  image = image_io.read_image(args.input)
+  with config_fields(args.workdir):
+    tile = config.eval_tile if args.tile is None else args.tile
+    overlap = config.eval_tile_overlap if args.overlap is None else args.overlap
+    try:
+      tiling.check_upscale_tiles(tile, overlap)
+    except ValueError:
+      raise UserError(f'--tile={tile} --overlap={overlap}: need 0 <= overlap < tile / 2 and '
+                      f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} '
+                      f'--overlap={config.eval_tile_overlap})') from None
+    model = create_model(config)
   for text in image.notes:
     note(text)
   if image.alpha is not None:
     note(f'{args.input} has an alpha channel; the RGB goes through the model, the alpha is upscaled bicubically'
          if stores_alpha else
          f'{args.input} has an alpha channel, which {os.path.splitext(args.output)[1]} files cannot store; dropped')
-  model = create_model(config)
   upscaler = tiling.Upscaler(model, tile=tile, overlap=overlap)
   upscaler.use(restore_variables(args.workdir, model, (1, tile, tile, 3)))
   height, width = image.rgb.shape[:2]

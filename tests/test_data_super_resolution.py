@@ -352,7 +352,7 @@ def test_folder_images_downscaled(benchmark):
 def test_folder_images_errors(benchmark, tmp_path):
   hr_dir, lr_dir, _, _ = benchmark
   (lr_dir / 'b_colour.png').unlink()
-  with pytest.raises(ValueError, match="No LR image for 'b_colour'") as error:
+  with pytest.raises(ValueError, match="no LR image for HR image 'b_colour'") as error:
     sr.folder_images(str(hr_dir), SCALE, lr_dir=str(lr_dir))
   assert '\n' not in str(error.value)
   Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(lr_dir / 'b_colour.png')  # Wrong size.

@@ -10,7 +10,10 @@ import os
 from typing import Callable, Iterator
 
 import numpy as np
+
 from pfca_jax import image_io
+from pfca_jax.errors import UserError
+from pfca_jax.metrics import SSIM_WINDOW
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
@@ -45,11 +48,11 @@ def read_rgb(path: str) -> np.ndarray:
 
 def _image_files(directory: str) -> list[str]:
   if not os.path.isdir(directory):
-    raise ValueError(f"Image folder '{directory}' does not exist")
+    raise UserError(f"image folder '{directory}' does not exist or is not a folder")
   names = sorted(n for n in os.listdir(directory)
                  if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, n)))
   if not names:
-    raise ValueError(f"Image folder '{directory}' has no {'/'.join(IMAGE_EXTENSIONS)} images")
+    raise UserError(f"image folder '{directory}' has no images; it must hold {'/'.join(IMAGE_EXTENSIONS)} files")
   return names
 
 
@@ -58,7 +61,48 @@ def _lr_file(lr_files: dict[str, str], stem: str, scale: int, lr_dir: str) -> st
   for candidate in (stem, f'{stem}x{scale}', f'{stem}X{scale}'):
     if candidate in lr_files:
       return lr_files[candidate]
-  raise ValueError(f"No LR image for '{stem}' in '{lr_dir}' (looked for {stem}.*, {stem}x{scale}.*)")
+  raise UserError(f"no LR image for HR image '{stem}' in '{lr_dir}': each HR image needs an LR image named "
+                  f'{stem}.* or {stem}x{scale}.*')
+
+
+def _lr_names(hr_names: list[str], lr_dir: str, scale: int) -> list[str]:
+  """The LR file of each HR file, in order; a one-line error for the first HR file that has none."""
+  lr_files = {}
+  for name in _image_files(lr_dir):
+    lr_files.setdefault(os.path.splitext(name)[0], name)
+  return [_lr_file(lr_files, os.path.splitext(n)[0], scale, lr_dir) for n in hr_names]
+
+
+def _size_mismatch(lr_name: str, lr_dir: str, lr_size: tuple[int, int], hr_name: str, hr_size: tuple[int, int],
+                   scale: int) -> UserError:
+  """lr_size is (width, height); hr_size that of the mod-cropped HR image."""
+  return UserError(f"LR image {lr_name} in '{lr_dir}' is {lr_size[0]}x{lr_size[1]} (WxH), but the mod-cropped HR "
+                   f'{hr_name} is {hr_size[0]}x{hr_size[1]}: the LR image must be exactly '
+                   f'{hr_size[0] // scale}x{hr_size[1] // scale} at scale {scale}')
+
+
+def check_folder(hr_dir: str, scale: int, *, lr_dir: str | None = None) -> int:
+  """Whether a benchmark set can be scored, from file listings and image headers only; returns its image count.
+
+  What `folder_images` would otherwise find part-way through an evaluation, hours into a run: a folder
+  with no images, an HR image without its LR image, a file that is not an image, an LR image that is
+  not HR / scale, an HR image too small to score (SSIM needs an 11x11 window after the `scale`-pixel
+  border crop).
+  """
+  hr_names = _image_files(hr_dir)
+  lr_names = _lr_names(hr_names, lr_dir, scale) if lr_dir else None
+  smallest = 2 * scale + SSIM_WINDOW
+  for index, hr_name in enumerate(hr_names):
+    width, height = image_io.image_size(os.path.join(hr_dir, hr_name))
+    width, height = width - width % scale, height - height % scale  # The mod-crop.
+    if min(width, height) < smallest:
+      raise UserError(f"HR image {hr_name} in '{hr_dir}' is {width}x{height} after the mod-crop to a multiple of "
+                      f'{scale}; scoring needs at least {smallest}x{smallest}')
+    if lr_names is not None:
+      lr_size = image_io.image_size(os.path.join(lr_dir, lr_names[index]))
+      if lr_size != (width // scale, height // scale):
+        raise _size_mismatch(lr_names[index], lr_dir, lr_size, hr_name, (width, height), scale)
+  return len(hr_names)
 
 
 def folder_images(hr_dir: str, scale: int, *, lr_dir: str | None = None,
@@ -78,12 +122,8 @@ def folder_images(hr_dir: str, scale: int, *, lr_dir: str | None = None,
   if (lr_dir is None) == (downscale is None):
     raise ValueError('Pass exactly one of lr_dir (LR images on disk) and downscale (to make them from HR)')
   hr_names = _image_files(hr_dir)
-  if lr_dir is not None:
-    lr_files = {}
-    for name in _image_files(lr_dir):
-      lr_files.setdefault(os.path.splitext(name)[0], name)
-    lr_names = [_lr_file(lr_files, os.path.splitext(n)[0], scale, lr_dir) for n in hr_names]
-  return _pairs(hr_dir, hr_names, lr_dir, lr_names if lr_dir is not None else None, scale, downscale)
+  lr_names = _lr_names(hr_names, lr_dir, scale) if lr_dir is not None else None
+  return _pairs(hr_dir, hr_names, lr_dir, lr_names, scale, downscale)
 
 
 def _pairs(hr_dir, hr_names, lr_dir, lr_names, scale, downscale) -> Iterator[Pair]:
@@ -93,8 +133,8 @@ def _pairs(hr_dir, hr_names, lr_dir, lr_names, scale, downscale) -> Iterator[Pai
     if lr_names is not None:
       lr = read_rgb(os.path.join(lr_dir, lr_names[index]))
       if lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
-        raise ValueError(f"{lr_names[index]} in '{lr_dir}' is {lr.shape[1]}x{lr.shape[0]} (WxH), but the mod-cropped "
-                         f'HR {hr_name} is {hr.shape[1]}x{hr.shape[0]}: expected LR x {scale} == HR')
+        raise _size_mismatch(lr_names[index], lr_dir, (lr.shape[1], lr.shape[0]), hr_name, (hr.shape[1], hr.shape[0]),
+                             scale)
     else:
       lr = np.asarray(downscale(hr, 1 / scale))
       if lr.shape != (hr.shape[0] // scale, hr.shape[1] // scale, 3):

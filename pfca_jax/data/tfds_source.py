@@ -2,33 +2,26 @@
 
 Training machines may have no network, and on some of them a DNS lookup hangs
 for minutes, so nothing here may download or probe a remote bucket: a builder is
-opened from `data_dir` only, and a dataset that is not there fails at once with
-a `DatasetNotFoundError` that says how to prepare it.
+opened from `data_dir` only, and a dataset that is not there, whose metadata
+cannot be read or whose record files are missing or cut short, fails at once
+with a `DatasetNotFoundError` that says how to prepare it.
 
 TensorFlow is only used for input pipelines; it is imported here, before any
-other module of the package touches it, and is denied the GPUs so that it never
-reserves accelerator memory that JAX needs.
+other module of the package touches it (`image_io.import_tensorflow`: without
+its start-up lines on stderr), and is denied the GPUs so that it never reserves
+accelerator memory that JAX needs.
 """
 
 import math
 import os
+import re
 
-import tensorflow as tf
-import tensorflow_datasets as tfds
-
+from pfca_jax import image_io
 from pfca_jax.errors import UserError
 
-
-def _hide_gpus_from_tensorflow() -> None:
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:
-    # TF was initialised earlier by someone else; whatever it holds is theirs to
-    # release, and failing to import the data pipeline would not help.
-    pass
-
-
-_hide_gpus_from_tensorflow()
+# Without TensorFlow's start-up lines on stderr (a refused command prints one line, nothing else).
+tf = image_io.import_tensorflow()
+import tensorflow_datasets as tfds  # noqa: E402 -- after TensorFlow, whose import above is the silenced one.
 
 
 class DatasetNotFoundError(UserError):
@@ -59,7 +52,8 @@ def open_builder(name: str, data_dir: str | None, prepare_hint: str) -> tfds.cor
   """
   # try_gcs=False is the default of this TFDS, but it is what keeps `builder`
   # from asking a public bucket about the dataset, so it is said explicitly.
-  builder = tfds.builder(name, data_dir=data_dir, try_gcs=False)
+  builder = _damaged_as_user_error(lambda: tfds.builder(name, data_dir=data_dir, try_gcs=False), name, data_dir,
+                                   prepare_hint)
   if not builder.is_prepared() and not mock_data_active():
     root = builder.data_dir_root
     found = _prepared_versions(os.path.join(root, name))
@@ -80,7 +74,8 @@ def open_local_builder(builder_cls: type[tfds.core.DatasetBuilder], data_dir: st
   writes into a temporary folder and renames it, and a process that loses the race finds the
   winner's copy prepared.
   """
-  builder = builder_cls(data_dir=data_dir, **builder_kwargs)
+  builder = _damaged_as_user_error(lambda: builder_cls(data_dir=data_dir, **builder_kwargs), builder_cls.name,
+                                   data_dir, f'Delete {{data_dir}}/{builder_cls.name}: the next run prepares it again.')
   if builder.is_prepared() or mock_data_active():
     return builder
   print(f"Preparing '{builder.info.full_name}' in {builder.data_dir_root} (first use, offline)", flush=True)
@@ -93,6 +88,43 @@ def open_local_builder(builder_cls: type[tfds.core.DatasetBuilder], data_dir: st
       raise DatasetNotFoundError(f"could not prepare '{builder.name}' in data_dir "
                                  f"'{builder.data_dir_root}': {e}") from None
   return builder
+
+
+def _damaged_as_user_error(open_builder_fn, name: str, data_dir: str | None, prepare_hint: str):
+  """The builder, or one line when its prepared metadata (dataset_info.json, features.json) cannot be read."""
+  try:
+    return open_builder_fn()
+  except Exception as e:  # noqa: BLE001 -- TFDS wraps JSON, protobuf and file errors alike.
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+    reason = re.sub(r'^Failed to construct dataset .*?builder_kwargs ".*?": ', '', reason).rstrip('.')
+    root = data_dir or tfds.core.constants.DATA_DIR
+    raise DatasetNotFoundError(f"TFDS dataset '{name}' in data_dir '{root}' is damaged: its metadata cannot be read "
+                               f'({reason}). {prepare_hint.format(data_dir=root)}') from None
+
+
+def check_files(builder: tfds.core.DatasetBuilder, split) -> None:
+  """The record files of `split` are all there and not shorter than the examples they hold (a copy cut short).
+
+  Only names and sizes are looked at (one listing of the folder, which a bucket answers quickly too;
+  sizes of local files only): a shard damaged inside still fails when read. The sizes are judged
+  against the metadata's byte count of the split, which counts the serialized examples without their
+  record framing, so a complete copy is never refused.
+  """
+  info = builder.info.splits[split]
+  paths = [str(p) for p in info.filepaths]
+  present = set(tf.io.gfile.listdir(str(builder.data_dir)))
+  missing = [p for p in paths if os.path.basename(p) not in present]
+  if missing:
+    raise DatasetNotFoundError(f"TFDS dataset '{builder.name}' in '{builder.data_dir}' is incomplete: {len(missing)} "
+                               f'of the {len(paths)} files of split {split!r} are missing, e.g. '
+                               f'{os.path.basename(missing[0])}; prepare it again or copy the whole folder')
+  if any('://' in p for p in paths):
+    return
+  size, expected = sum(os.path.getsize(p) for p in paths), int(info.num_bytes or 0)
+  if size < expected:
+    raise DatasetNotFoundError(f"TFDS dataset '{builder.name}' in '{builder.data_dir}' is incomplete: the files of "
+                               f'split {split!r} hold {size:,} bytes, fewer than the {expected:,} bytes '
+                               'of its examples; prepare it again or copy the whole folder')
 
 
 def _prepared_versions(dataset_dir: str) -> list[str]:
@@ -116,10 +148,12 @@ def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
                        'every sub-split yields all the mocked examples')
     return int(builder.as_dataset(split=split).cardinality())
   try:
-    return builder.info.splits[split].num_examples
+    count = builder.info.splits[split].num_examples
   except (KeyError, ValueError) as e:
     available = ', '.join(sorted(builder.info.splits.keys()))
     raise UserError(f"Split {split!r} of '{builder.name}' is not valid ({e}); available splits: {available}") from None
+  check_files(builder, split)
+  return count
 
 
 def process_share(split: str, process_index: int, process_count: int, *, drop_remainder: bool):

@@ -164,8 +164,10 @@ def get_attention(name: str, options: Mapping[str, Any] | None = None) -> Callab
   options = dict(options or {})
   valid = [f for f in cls.__dataclass_fields__ if f not in ('parent', 'name', 'channels')]
   unknown = sorted(set(options) - set(valid))
+  if unknown and not valid:
+    raise ValueError(f'attention {name!r} takes no options, got {sorted(options)}; leave attention_options empty')
   if unknown:
-    raise ValueError(f'unknown option(s) {unknown} for attention {name!r}; valid: {valid or "none"}')
+    raise ValueError(f'unknown option(s) {unknown} for attention {name!r}; valid: {valid}')
   cls(**options)  # Runs the module's own value checks before any tracing.
   return functools.partial(cls, **options)
 

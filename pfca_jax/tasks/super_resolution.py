@@ -63,6 +63,11 @@ class SuperResolutionTask:
     self.config = config
     create_model(config, scale=config.scale)  # Names, options and the scale before any data access.
     self.folders = parse_folders(config.eval_folders)
+    for _, hr_dir, lr_dir in self.folders:  # Read at the first evaluation, hours in: checked now, from headers.
+      try:
+        sr_folders.check_folder(hr_dir, config.scale, lr_dir=lr_dir)
+      except UserError as e:
+        raise UserError(f'eval_folders entry {hr_dir + ("|" + lr_dir if lr_dir else "")!r}: {e}') from None
     try:
       tiling.check_upscale_tiles(config.eval_tile, config.eval_tile_overlap)
     except ValueError as e:

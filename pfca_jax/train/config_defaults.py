@@ -43,7 +43,7 @@ def classification() -> ml_collections.ConfigDict:
 
   c.batch_size = 128                  # Global batch over all devices and processes.
   c.eval_batch_size = 1000            # Global eval batch; rounded up to a multiple of the device count.
-  # Training length: num_train_steps when > 0, else num_epochs (epochs of the train split).
+  # Training length: num_train_steps when > 0; with -1, num_epochs (epochs of the train split).
   c.num_epochs = 164.0
   c.num_train_steps = -1
 

@@ -25,6 +25,50 @@ def check_names(config) -> None:
       raise UserError(f'unknown {field} {config[field]!r}; valid: {", ".join(valid)}')
 
 
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_values(config) -> None:
+  """The numbers the optimiser and schedule read are in range (one-line UserError otherwise).
+
+  The learning rate, warm-up, weight decay and step boundaries always; momentum, Adam's betas, the decay
+  factor and the restarts only where the chosen optimiser or schedule reads them.
+  """
+  def refuse(field, requirement):
+    raise UserError(f'{field}={config.get(field)!r} {requirement}')
+
+  if not (_number(config.base_learning_rate) and config.base_learning_rate > 0):
+    refuse('base_learning_rate', 'must be a number > 0 (the peak rate at lr_reference_batch_size)')
+  if not (isinstance(config.lr_reference_batch_size, int) and config.lr_reference_batch_size >= 1):
+    refuse('lr_reference_batch_size', 'must be a positive integer')
+  if not (_number(config.warmup_epochs) and config.warmup_epochs >= 0):
+    refuse('warmup_epochs', 'must be a number >= 0')
+  if not (_number(config.weight_decay) and config.weight_decay >= 0):
+    refuse('weight_decay', 'must be a number >= 0')
+  if config.optimizer == 'sgd' and not (_number(config.momentum) and 0 <= config.momentum < 1):
+    refuse('momentum', 'must be in [0, 1) (0: plain SGD)')
+  if config.optimizer == 'adam':
+    for field in ('adam_b1', 'adam_b2'):
+      if field in config and not (_number(config[field]) and 0 <= config[field] < 1):
+        refuse(field, 'must be in [0, 1)')
+  boundaries = config.lr_boundaries_epochs  # Checked even where unused: ('abc',) is always a typo.
+  if not (all(_number(e) and e >= 0 for e in boundaries) and list(boundaries) == sorted(boundaries)):
+    refuse('lr_boundaries_epochs', 'must be increasing epoch numbers >= 0, e.g. (81, 122)')
+  if config.schedule == 'step':
+    if not (_number(config.lr_decay_factor) and config.lr_decay_factor > 0):
+      refuse('lr_decay_factor', 'must be a number > 0 (0.1: each boundary divides the rate by 10)')
+  if config.schedule == 'cosine_restarts':
+    if 'lr_restart_periods' not in config or 'lr_min' not in config:
+      raise UserError("schedule='cosine_restarts' needs the fields lr_restart_periods and lr_min, which this config "
+                      f'does not have; valid here: {", ".join(s for s in SCHEDULES if s != "cosine_restarts")}')
+    periods = config.lr_restart_periods
+    if not (periods and all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in periods)):
+      refuse('lr_restart_periods', 'must be one or more positive step counts, e.g. (250000, 250000)')
+    if not (_number(config.lr_min) and 0 <= config.lr_min < peak_learning_rate(config)):
+      refuse('lr_min', f'must be >= 0 and below the peak rate {peak_learning_rate(config):g}')
+
+
 def peak_learning_rate(config) -> float:
   """The base rate scaled linearly with the global batch (lr 0.1 x batch / 256 for ImageNet)."""
   return config.base_learning_rate * config.batch_size / config.lr_reference_batch_size

@@ -6,7 +6,7 @@ Every failure is a `UserError` whose message is one line naming the bad value an
 
 import ast
 import os
-import tempfile
+import re
 
 from pfca_jax import models
 from pfca_jax.train import optim
@@ -53,9 +53,15 @@ def create_model(config, **extra):
 
 
 def check_training(config) -> None:
-  """Optimiser, schedule and durations: names and ranges, before the dataset is even opened."""
+  """Optimiser, schedule, batch and durations: names and ranges, before any data is read."""
   optim.check_names(config)
-  if config.num_train_steps <= 0 and not config.num_epochs > 0:
+  optim.check_values(config)
+  for name in ('batch_size', 'eval_batch_size'):
+    if name in config and not (isinstance(config[name], int) and config[name] >= 1):
+      raise UserError(f'{name}={config[name]!r} must be a positive integer (the global batch over all devices)')
+  if not (config.num_train_steps > 0 or config.num_train_steps == -1):
+    raise UserError(f'num_train_steps={config.num_train_steps} must be > 0, or -1 to train for num_epochs')
+  if config.num_train_steps == -1 and not config.num_epochs > 0:
     raise UserError(f'num_epochs={config.num_epochs} and num_train_steps={config.num_train_steps}: '
                     'one of them must be > 0')
   for name in ('log_every_steps', 'keep_checkpoints'):
@@ -67,15 +73,38 @@ def check_training(config) -> None:
                       'one of them must be > 0')
 
 
+# scheme:// at the start of a path: gs://, s3://, hdfs://, file://, http(s)://...
+_URL = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')
+
+
+def check_local_path(path: str, what: str) -> None:
+  """Refuses a URL where a local folder is needed: os.path would turn 'gs://b/run' into the folder './gs:/b/run'."""
+  if _URL.match(path or ''):
+    raise UserError(f'{what} {path!r} is a URL; it must be a local or mounted folder (mount a bucket, e.g. with '
+                    'gcsfuse, and give its mount point)')
+
+
 def check_workdir(workdir: str) -> str:
-  """Creates the workdir if needed and proves it writable; returns its absolute path."""
+  """Proves the workdir can be created and written, without creating it; returns its absolute path.
+
+  Nothing is written here: the trainer creates the folder once every check has passed, so that a
+  refused command leaves no trace. The folder, or else its nearest existing parent, must be a
+  writable directory.
+  """
   if not workdir:
     raise UserError('--workdir is required: the folder for checkpoints, TensorBoard events and results.json')
+  # Checkpoints, TensorBoard events and the JSON records are written with local file APIs (orbax's async
+  # saves, clu's writer, open()): a URL would silently become a local folder named after the scheme.
+  check_local_path(workdir, '--workdir')
   path = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(path, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test_'):
-      pass
-  except OSError as e:
-    raise UserError(f'workdir {path} is not writable ({e.strerror or e})') from None
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    what = 'is a file' if existing == path else f'is under {existing}, which is a file'
+    raise UserError(f'workdir {path} is not writable: it {what}; give a folder (existing or to be created)')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    where = 'it' if existing == path else f'its nearest existing parent {existing}'
+    raise UserError(f'workdir {path} is not writable: {where} is a folder this user may not write in; '
+                    'give a folder you can write to')
   return path
