@@ -59,14 +59,13 @@ def _header(name: str, argv: list[str], runs: list[dict]) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments {argv[1:]}')
-  logging.set_verbosity(logging.ERROR)
+  del argv  # command.parse_flags has refused any positional argument.
+  logging.set_verbosity(logging.FATAL)  # As pfca_jax.main: every failure ends in one line of ours.
   command.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
   import jax
   from pfca_jax.studies import ablation, compare
   from pfca_jax.train.checkpointing import TrainingStopped
-  from pfca_jax.errors import UserError
+  from pfca_jax.errors import RunFailed, UserError
   from pfca_jax.train.validation import check_workdir
   try:
     attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
@@ -88,6 +87,9 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
+  except RunFailed as e:  # Divergence, a checkpoint that could not be saved.
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(e.exit_status)
   except TrainingStopped as e:
     sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
   print(open(paths[0]).read())

@@ -45,8 +45,7 @@ def _drop_closed_loop_callbacks(default_hook):
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments {argv[1:]}; flags are --config, --workdir and --config.FIELD=VALUE')
+  del argv  # command.parse_flags has refused any positional argument.
   # Our progress goes to stdout and every failure ends in one line of ours; TFDS's info chatter and the
   # tracebacks orbax logs from its save threads before the error reaches us (disk full) do not.
   logging.set_verbosity(logging.FATAL)
@@ -65,7 +64,7 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(2)
-  except RunFailed as e:
+  except RunFailed as e:  # Divergence, a checkpoint that could not be saved.
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(e.exit_status)
   except checkpointing.TrainingStopped as e:

@@ -41,6 +41,8 @@ def run_config(config: ml_collections.ConfigDict, attention: str, seed: int | No
   """`config` for one run: its attention (and seed), and no comparison of its own."""
   one = config.copy_and_resolve_references()
   one.model.attention = attention
+  if attention == 'none':  # The baseline has no options: those given are for the attentions compared with it.
+    one.model.attention_options = ''
   if seed is not None:
     one.seed = seed
   one.compare_attentions = ''
