@@ -61,6 +61,7 @@ def _header(name: str, argv: list[str], runs: list[dict]) -> str:
 def main(argv):
   del argv  # command.parse_flags has refused any positional argument.
   logging.set_verbosity(logging.FATAL)  # As pfca_jax.main: every failure ends in one line of ours.
+  command.quiet_closed_event_loops()
   command.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
   import jax
   from pfca_jax.studies import ablation, compare

@@ -29,27 +29,12 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processe
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index (with --coordinator_address).')
 
 
-def _drop_closed_loop_callbacks(default_hook):
-  """sys.unraisablehook without the 'Event loop is closed' reports of a failed checkpoint save.
-
-  When one write of an asynchronous save fails (disk full), orbax's event loop for that save closes
-  while TensorStore's other writes are still finishing; each then reports, from a C++ thread, that it
-  could not call back into the closed loop. The failure itself reaches the trainer and is said in one
-  line; everything else goes to the default hook.
-  """
-  def hook(unraisable):
-    error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
-      default_hook(unraisable)
-  return hook
-
-
 def main(argv):
   del argv  # command.parse_flags has refused any positional argument.
   # Our progress goes to stdout and every failure ends in one line of ours; TFDS's info chatter and the
   # tracebacks orbax logs from its save threads before the error reaches us (disk full) do not.
   logging.set_verbosity(logging.FATAL)
-  sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
+  command.quiet_closed_event_loops()
   command.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from pfca_jax import train
   from pfca_jax.errors import RunFailed, UserError

@@ -131,13 +131,15 @@ def restore_variables(workdir: str, model, input_shape) -> dict:
     if step is None:
       raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
     try:
-      _check_checkpoint(target, dict(manager.item_metadata(step)['state'].tree), directory)
-      restored, _ = checkpointing.restore(manager, step, target, partial=True)
-    except UserError:
-      raise
-    except Exception as e:  # noqa: BLE001 -- orbax raises many types for a damaged checkpoint.
-      reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      raise UserError(f'cannot restore the checkpoint in {directory}: {reason}') from None
+      stored = dict(manager.item_metadata(step)['state'].tree)
+    except Exception:  # noqa: BLE001 -- a damaged checkpoint: restore_newest below names it and moves on.
+      stored = None
+    if stored is not None:  # A checkpoint of another model: said by name, not as damage.
+      _check_checkpoint(target, stored, directory)
+    used, restored, _, damaged = checkpointing.restore_newest(manager, target, partial=True)
+    for bad_step, why in damaged:
+      print(f'warning: the checkpoint of step {bad_step} in {directory} cannot be read ({why}); '
+            f'predicting with the checkpoint of step {used}', file=sys.stderr, flush=True)
   return dict(restored)
 
 
@@ -356,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     args = parser().parse_args(argv)
     from absl import logging
-    logging.set_verbosity(logging.ERROR)  # Orbax's informational lines are not the user's business.
+    from pfca_jax.cli import command
+    # Orbax's lines are not the user's business: a checkpoint that cannot be read is said by us, in one line.
+    logging.set_verbosity(logging.FATAL)
+    command.quiet_closed_event_loops()
     (classify if args.command == 'classify' else upscale)(args)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)

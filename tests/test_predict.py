@@ -1,6 +1,7 @@
 """The prediction CLI on real runs: a CIFAR-100 classifier and an x2 MSRResNet, each trained for one step by
 train_and_evaluate on tiny fake data, applied to real photos (skimage.data) in the formats people have."""
 
+import glob
 import io
 import json
 import os
@@ -363,3 +364,20 @@ def test_mistakes_on_the_command_line(cls_run, sr_run, files):
     assert result.returncode == 2 and result.stdout == '', result
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: ') and named in lines[0], lines
+
+
+def test_a_damaged_newest_checkpoint_predicts_with_the_one_before_and_says_so(cls_run, tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(cls_run, workdir)
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  shutil.copytree(os.path.join(checkpoints, '1'), os.path.join(checkpoints, '2'))  # A newer step...
+  for path in glob.glob(os.path.join(checkpoints, '2', 'state', 'ocdbt.process_0', 'd', '*')):
+    with open(path, 'r+b') as f:  # ...whose arrays were cut short.
+      f.truncate(os.path.getsize(path) // 2)
+  config, model, variables = restored(cls_run)
+  used = predict.restore_variables(workdir, model, (1, 32, 32, 3))
+  err = capsys.readouterr().err
+  assert f'warning: the checkpoint of step 2 in {checkpoints} cannot be read (' in err
+  assert err.rstrip().endswith('predicting with the checkpoint of step 1')
+  for x, y in zip(jax.tree.leaves(used), jax.tree.leaves(variables), strict=True):
+    np.testing.assert_array_equal(x, y)

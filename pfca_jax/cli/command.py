@@ -127,3 +127,22 @@ def join_processes(mode: str = 'auto', coordinator: str | None = None, num_proce
   multi_host_tpu = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
   if mode == 'on' or (mode == 'auto' and (multi_host_tpu or coordinator)):
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def quiet_closed_event_loops() -> None:
+  """Drops the 'Event loop is closed' reports of an orbax read or write that failed (a command's choice).
+
+  When one write of an asynchronous save fails (disk full), or one read of a damaged checkpoint,
+  orbax's event loop for it closes while TensorStore's other operations are still finishing; each then
+  reports, from a C++ thread through sys.unraisablehook, that it could not call back into the closed
+  loop. The failure itself reaches the command and is said in one line; every other report goes to
+  the previous hook.
+  """
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
