@@ -103,7 +103,7 @@ def test_an_attention_is_found_only_under_its_modules_name(uncached_compiles):
   assert not step_profile.scoped_operations(TinyEntry('pfca', scope_name='other').hlo_text)
 
 
-def test_profiled_rounds_pair_each_attention_with_none(tmp_path, monkeypatch, capsys):
+def test_profiled_rounds_pair_each_attention_with_none(tmp_path, monkeypatch, capsys, uncached_compiles):
   monkeypatch.setattr(step_profile.timing, 'Entry', lambda benchmark, attention, *args, **kwargs: TinyEntry(attention))
   out = tmp_path / 'profile.json'
   assert step_profile.main(['--benchmark=cifar_resnet20', '--attentions=none,pfca,se', '--rounds=2',
