@@ -51,7 +51,11 @@ def test_kills_during_a_save_and_an_evaluation_resume_bit_identical(tmp_path):
   for record, phase in zip(records, ('save', 'eval')):
     summary = kill_resume.describe(record)
     assert len(record['kills']) == 1 and len(record['restarts']) == 1, summary
-    assert record['kills'][0]['phase'] == phase, summary  # Killed in the phase aimed at, as seen at the kill.
+    kill = record['kills'][0]
+    if phase == 'save':  # An orbax save was in flight at the kill (the phase seen may be an evaluation it overlapped).
+      assert any(kill_resume.TMP_MARK in name for name in kill['checkpoints']), summary
+    else:
+      assert kill['phase'] == 'eval', summary  # Killed in the phase aimed at, as seen at the kill.
     assert record['failure'] is None, record['failure']
     assert record['identical'] and not record['differences'], record['differences']
     assert record['same_final_metrics'] and record['results_json'] and record['metrics_jsonl_bad_lines'] == 0, summary
