@@ -73,9 +73,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     step, state, meta = restored
     if step != latest[0]:  # Fell back past a damaged checkpoint: check the run against the one restored.
-      run_identity.check_config(run_identity.recorded_config(meta, workdir), config, workdir)
-      run_identity.check_resume((step, meta), run_identity.recorded_config(meta, workdir), config,
-                                steps_per_epoch, workdir)
+      recorded = run_identity.recorded_config(meta, workdir)
+      run_identity.check_config(recorded, config, workdir)
+      run_identity.check_resume((step, meta), recorded, config, steps_per_epoch, workdir)
   start_step = int(state.step)
   num_params = models.count_params(state.params)
   session = dict(provenance.collect(), start_step=start_step)
