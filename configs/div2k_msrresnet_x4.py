@@ -8,7 +8,8 @@ Command (attention after the colon, or --config.model.attention=...; DIV2K must 
 
 Recipe (docs/training.md, "Recipes", BasicSR's): HR patches of 128 px with identical random flips and
 90-degree rotations on LR and HR, batch 16, Adam lr 2e-4 betas (0.9, 0.99), cosine annealing with restarts
-every 250k iterations down to 1e-7, 1M iterations. Evaluation on the 100 DIV2K validation images and any
+every 250k iterations down to 1e-7, 1M iterations, and a moving average of the weights (decay 0.999),
+which is what evaluation scores (ema_decay). Evaluation on the 100 DIV2K validation images and any
 benchmark folders: whole images in tiles, Y-PSNR / Y-SSIM after cropping 4 border pixels, RGB PSNR too.
 
 Speed measured on a 2-core Intel Xeon instance of this project's CPU (no GPU), x4 at batch 16 (the

@@ -113,11 +113,13 @@ def _check_checkpoint(wanted: dict, stored: dict, directory: str) -> None:
                       f'there, and the model {needed}')
 
 
-def restore_variables(workdir: str, model, input_shape) -> dict:
+def restore_variables(workdir: str, model, input_shape, average: bool = False) -> dict:
   """{'params', 'batch_stats'} of the latest checkpoint, on this process's first device.
 
   The target tree comes from the model itself, so the optimiser state is never read (nor its config
   needed), and its explicit one-device sharding lets a checkpoint written on 8 devices load on 1.
+  average: read the moving average of the weights (a run with config.ema_decay > 0) instead of the
+  trained weights, as evaluation did.
   """
   import jax
   from pfca_jax.train import sharding
@@ -132,15 +134,22 @@ def restore_variables(workdir: str, model, input_shape) -> dict:
       raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
     try:
       stored = dict(manager.item_metadata(step)['state'].tree)
+      stored = dict(stored.get('ema') or {}) if average else stored
     except Exception:  # noqa: BLE001 -- a damaged checkpoint: restore_newest below names it and moves on.
       stored = None
     if stored is not None:  # A checkpoint of another model: said by name, not as damage.
       _check_checkpoint(target, stored, directory)
-    used, restored, _, damaged = checkpointing.restore_newest(manager, target, partial=True)
+    used, restored, _, damaged = checkpointing.restore_newest(manager, {'ema': target} if average else target,
+                                                              partial=True)
     for bad_step, why in damaged:
       print(f'warning: the checkpoint of step {bad_step} in {directory} cannot be read ({why}); '
             f'predicting with the checkpoint of step {used}', file=sys.stderr, flush=True)
-  return dict(restored)
+  return dict(restored['ema'] if average else restored)
+
+
+def uses_average(config) -> bool:
+  """Whether the run kept a moving average of its weights, which evaluation scored and prediction uses."""
+  return config.get('ema_decay', 0.0) > 0
 
 
 def make_forward(model, variables):
@@ -241,7 +250,8 @@ def classify(args) -> None:
     model = create_model(config, spec)
   for text in notes:  # Only once every image could be read: a failure is then the one line printed.
     note(text)
-  forward = make_forward(model, restore_variables(args.workdir, model, (1, *inputs[0].shape)))
+  forward = make_forward(model, restore_variables(args.workdir, model, (1, *inputs[0].shape),
+                                                    uses_average(config)))
   import jax
   names = class_names(config, spec)
   k = min(args.top, spec.num_classes)
@@ -305,7 +315,7 @@ def upscale(args) -> None:
          if stores_alpha else
          f'{args.input} has an alpha channel, which {os.path.splitext(args.output)[1]} files cannot store; dropped')
   upscaler = tiling.Upscaler(model, tile=tile, overlap=overlap)
-  upscaler.use(restore_variables(args.workdir, model, (1, tile, tile, 3)))
+  upscaler.use(restore_variables(args.workdir, model, (1, tile, tile, 3), uses_average(config)))
   height, width = image.rgb.shape[:2]
   if upscaler.goes_in_tiles(height, width):
     note(f'{args.input} is {width}x{height}, above {upscaler.max_whole_pixels:,} pixels: the whole network goes in '

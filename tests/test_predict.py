@@ -110,10 +110,12 @@ def jitted(model, variables):
 
 
 def restored(workdir):
-  """The run's model and variables, read independently of predict.py and placed on one device."""
+  """The run's model and variables, read independently of predict.py and placed on one device: the moving
+  average of the weights when the run kept one (config.ema_decay > 0, as the DIV2K configs do)."""
   config = read_config(workdir)
   state = checkpointed_state(workdir)
-  variables = jax.device_put({'params': state['params'], 'batch_stats': state['batch_stats']}, jax.devices()[0])
+  weights = state['ema'] if config.get('ema_decay', 0.0) > 0 else state
+  variables = jax.device_put({'params': weights['params'], 'batch_stats': weights['batch_stats']}, jax.devices()[0])
   extra = {'scale': config.scale} if config.task == 'super_resolution' else {'num_classes': 100}
   return config, create_model(config, **extra), variables
 

@@ -123,8 +123,8 @@ class SuperResolutionTask:
     with several, the others would wait for this one at the gathering).
     """
     config = self.config
-    # This process's replica of the (replicated) parameters, placed on its own devices.
-    upscale = self._upscaler.use(jax.tree.map(lambda x: x.addressable_data(0), {'params': state.params}))
+    # This process's replica of the (replicated) weights (the moving average's when kept), on its own devices.
+    upscale = self._upscaler.use(jax.tree.map(lambda x: x.addressable_data(0), steps.eval_variables(state)))
     results, self.per_image = {}, {}
     for name, images in self._sets():
       t0 = time.perf_counter()

@@ -72,6 +72,10 @@ def restore(manager: ocp.CheckpointManager, step: int, target=None, *, partial: 
       restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), stored)
     else:
       restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+      # A checkpoint written before runs kept a moving average has no `ema` entry; a run without one
+      # (ema={}) has nothing to read there, and a partial restore reads everything else as before.
+      if not partial and not jax.tree.leaves(getattr(target, 'ema', None)):
+        partial = 'ema' not in manager.item_metadata(step)['state'].tree
     args['state'] = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=partial)
   restored = manager.restore(step, args=ocp.args.Composite(**args))
   return (restored['state'] if state else None), dict(restored['meta'])

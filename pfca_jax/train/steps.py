@@ -10,11 +10,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pfca_jax.train import sharding
+from pfca_jax.train import sharding, train_state
 
 
-def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings, mesh, input_key: str = 'image'):
-  """Returns step(state, batch) -> (state, metrics); the old state's buffers are donated."""
+def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings, mesh, input_key: str = 'image',
+                    ema_decay: float = 0.0):
+  """Returns step(state, batch) -> (state, metrics); the old state's buffers are donated.
+
+  ema_decay > 0: after the update, state.ema = ema_decay * state.ema + (1 - ema_decay) * the new weights
+  (parameters and BatchNorm statistics), BasicSR's `model_ema` (0.999 in its MSRResNet recipe).
+  """
 
   def step(state, batch):
     def objective(params):
@@ -31,6 +36,9 @@ def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings
     new_state = state.apply_gradients(grads=grads)
     if state.batch_stats:
       new_state = new_state.replace(batch_stats=updates['batch_stats'])
+    if ema_decay:
+      new_state = new_state.replace(ema=jax.tree.map(lambda e, w: ema_decay * e + (1.0 - ema_decay) * w,
+                                                     state.ema, train_state.live_weights(new_state)))
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
     return new_state, metrics
 
@@ -38,11 +46,15 @@ def make_train_step(loss_fn: Callable, schedule: optax.Schedule, state_shardings
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
 
 
+def eval_variables(state) -> dict:
+  """The weights evaluation scores: the moving average's when the run keeps one (config.ema_decay > 0, as
+  BasicSR evaluates and releases its EMA network), else the trained ones; empty collections left out."""
+  weights = state.ema if state.ema else train_state.live_weights(state)
+  return {name: tree for name, tree in weights.items() if tree}
+
+
 def _forward(state, batch):
-  variables = {'params': state.params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
-  return state.apply_fn(variables, batch['image'], train=False)
+  return state.apply_fn(eval_variables(state), batch['image'], train=False)
 
 
 class EvalStep:

@@ -64,6 +64,9 @@ def check_training(config) -> None:
   if config.num_train_steps == -1 and not config.num_epochs > 0:
     raise UserError(f'num_epochs={config.num_epochs} and num_train_steps={config.num_train_steps}: '
                     'one of them must be > 0')
+  ema_decay = config.get('ema_decay', 0.0)
+  if isinstance(ema_decay, bool) or not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
+    raise UserError(f'ema_decay={ema_decay!r} must be in [0, 1): 0 keeps no moving average, BasicSR uses 0.999')
   for name in ('log_every_steps', 'keep_checkpoints'):
     if config[name] < 1:
       raise UserError(f'{name}={config[name]} must be >= 1')
