@@ -63,6 +63,14 @@ def classification() -> ml_collections.ConfigDict:
   # scales/offsets) or 'kernels' (conv and dense kernels only).
   c.weight_decay_on = 'all'
   c.label_smoothing = 0.0             # Label smoothing of the cross-entropy targets.
+  # Exponential moving average of the weights (parameters and BatchNorm statistics), updated after every
+  # step: ema = ema_decay * ema + (1 - ema_decay) * weights. Evaluation, predict and --to-torch then use it.
+  # 0: no average.
+  c.ema_decay = 0.0
+  # Start from these weights instead of a random initialisation: a run folder, a folder written by
+  # `python -m pfca_jax.convert --from-torch`, or a PyTorch .pth file (needs PyTorch). Any attention may be
+  # inserted; the optimiser starts fresh. Read only at step 0: a resumed run continues from its own checkpoint.
+  c.init_from = ''
 
   c.log_every_steps = 100             # Console line and train/* TensorBoard scalars.
   # Evaluation and checkpoint intervals: the *_steps field when > 0, else the *_epochs field.
@@ -146,6 +154,14 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.nesterov = False
   c.weight_decay = 0.0                # BasicSR trains MSRResNet without weight decay.
   c.weight_decay_on = 'all'
+  # Exponential moving average of the weights, updated after every step: ema = ema_decay * ema +
+  # (1 - ema_decay) * weights. 0.999 is BasicSR's recipe, which evaluates and releases the average (its
+  # model zoo's `params_ema`); evaluation, predict and --to-torch use it. 0: no average.
+  c.ema_decay = 0.999
+  # Start from these weights instead of a random initialisation: a run folder, a folder written by
+  # `python -m pfca_jax.convert --from-torch` (e.g. from BasicSR's MSRResNet), or a PyTorch .pth file (needs
+  # PyTorch). Any attention may be inserted; Adam starts fresh. Read only at step 0.
+  c.init_from = ''
 
   c.eval_folders = ''                 # Comma-separated benchmark folders of HR images, each 'HR_DIR' or 'HR_DIR|LR_DIR'.
   c.eval_max_images = -1              # Evaluate only the first N images of each set (-1: all).

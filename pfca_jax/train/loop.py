@@ -17,7 +17,7 @@ import ml_collections
 
 from pfca_jax import models
 from pfca_jax.tasks import classification, super_resolution
-from pfca_jax.train import (checkpointing, optim, provenance, reporting, run_identity, sharding, steps,
+from pfca_jax.train import (checkpointing, init_from, optim, provenance, reporting, run_identity, sharding, steps,
                             train_state)
 from pfca_jax.train.validation import UserError, check_training, check_workdir
 
@@ -47,6 +47,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   task = check_config(config)
   workdir = check_workdir(workdir)
   latest, recorded = run_identity.check_against_checkpoint(config, workdir)
+  init_path = init_from.check(config) if latest is None else None  # A resumed run never reads it.
   task.open_data()
   model = task.create_model()
 
@@ -62,14 +63,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
   tx = optim.create_optimizer(config, schedule)
   input_shape = task.input_shape()
-  abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh)
+  keep_average = config.get('ema_decay', 0.0) > 0
+  abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh, keep_average)
+  initial_weights = None
+  if init_path is not None:  # Read and checked against the network before anything is written.
+    initial_weights, initialised_from = init_from.load(init_path, config.model.name, abstract)
 
   os.makedirs(workdir, exist_ok=True)  # Every check has passed: the first thing written.
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
   restored = checkpoints.restore(abstract, warn=_print_on_main)
   if restored is None:
-    state = train_state.create_state(model, tx, input_shape, config.seed, state_shardings)
+    state = train_state.create_state(model, tx, input_shape, config.seed, state_shardings, keep_average)
     meta = {'best': {}, 'wall_time_s': 0.0, 'sessions': []}
+    if initial_weights is not None:
+      state = init_from.apply(state, initial_weights, state_shardings)
+      meta['initialised_from'] = initialised_from
   else:
     step, state, meta = restored
     if step != latest[0]:  # Fell back past a damaged checkpoint: check the run against the one restored.
@@ -90,11 +98,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   reporter.print(f'{config.model.name} + {config.model.attention}: {num_params:,} parameters, '
                  f'{jax.device_count()} device(s) over {jax.process_count()} process(es), '
                  f'{steps_per_epoch} steps/epoch, {total_steps} steps'
-                 + (f', resuming at step {start_step}' if start_step else ''))
+                 + (f', resuming at step {start_step}' if start_step else '')
+                 + (' (init_from is not read: a resumed run continues from its own checkpoint)'
+                    if start_step and config.get('init_from') else ''))
+  if 'initialised_from' in meta and start_step == 0:
+    reporter.print(init_from.describe(meta['initialised_from']))
   if start_step == 0:
     reporter.writer.write_hparams({k: str(v) for k, v in config.to_dict().items() if not isinstance(v, dict)})
 
-  train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key)
+  train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key,
+                                     ema_decay=config.get('ema_decay', 0.0))
   non_finite = steps.make_state_check(abstract, state_shardings, mesh)
   task.build_eval(state_shardings, mesh)
   batch_sharding = sharding.batch_sharded(mesh)
@@ -169,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'train_images_per_sec': reporter.train_images_per_sec(),
              'config': meta['config'], 'devices': jax.device_count(), 'processes': jax.process_count(),
              'provenance': session, 'sessions': meta['sessions']}
+  if 'initialised_from' in meta:
+    results['initialised_from'] = meta['initialised_from']
   if getattr(task, 'per_image', None):
     results['per_image'] = task.per_image
   reporting.write_json(workdir, 'results.json', results)

@@ -35,7 +35,12 @@ MAY_CHANGE_ON_RESUME = {
     'data_dir': 'where the same prepared dataset is read from (a different dataset is caught by its size)',
     'model.attention_impl': 'fast or reference layers: the same parameters and function (tested equal)',
     'model.conv_impl': 'how convolutions are lowered: the same parameters and function, another kernel',
+    'init_from': 'read only when a run starts at step 0; a resumed run continues from its own checkpoint',
 }
+
+# Fields added after runs were first recorded -> the value that gives what those runs did, which a
+# record without the field is read as.
+ADDED_LATER = {'ema_decay': 0.0, 'init_from': ''}
 
 # May change where the learning rate of every step already taken is unchanged: a 'step', 'constant' or
 # 'cosine_restarts' run can be extended (or stopped early), a 'cosine' one, whose decay spans the
@@ -70,6 +75,7 @@ def differences(recorded: dict, current: dict, ignore=()) -> list[tuple[str, obj
 
 def identity_differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
   """The differences that make `current` another run than `recorded` (the length is judged apart)."""
+  recorded = {**ADDED_LATER, **recorded}
   return differences(recorded, current, ignore=(*MAY_CHANGE_ON_RESUME, *LENGTH_FIELDS))
 
 
@@ -141,6 +147,10 @@ def check_against_checkpoint(config: ml_collections.ConfigDict, workdir: str):
   latest = checkpointing.read_latest_meta(workdir)
   if latest is None:
     return None, None
+  source = latest[1].get('converted_from')
+  if source is not None:
+    raise UserError(f'{workdir} holds weights converted from {source.get("file", "a PyTorch file")} by pfca_jax.convert, '
+                    f'not a training run: to train from them, give --config.init_from={workdir} and a new --workdir')
   recorded = recorded_config(latest[1], workdir)
   check_config(recorded, config, workdir)
   return latest, recorded
