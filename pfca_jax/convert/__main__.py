@@ -1,0 +1,206 @@
+"""Command line: PyTorch checkpoints to converted folders, and trained runs to PyTorch checkpoints.
+
+    python -m pfca_jax.convert --from-torch resnet50.pth --model resnet50 --attention pfca --out DIR
+    python -m pfca_jax.convert --from-torch MSRResNet_x4.pth --model msrresnet --scale 4 --out DIR
+    python -m pfca_jax.convert --to-torch WORKDIR --out weights.pth
+
+--from-torch reads torchvision's weights, a BasicSR checkpoint (`params_ema` preferred, else `params`)
+or any state dict of the same names, and writes a folder that `python -m pfca_jax.predict ... --workdir=DIR`
+and `--config.init_from=DIR` read. The network's size (classes; MSRResNet's scale, width and depth) is
+read from the file; --scale, when given, must agree. --config takes the config the weights will be used
+with (its dataset and preprocessing go into the folder); without it, the model's standard recipe
+(ImageNet, CIFAR-100, DIV2K), or --dataset for another dataset.
+
+--to-torch writes the weights of a run's newest checkpoint (its moving average when the run kept one) as a
+state dict that torchvision's / SimAM's reference / BasicSR's definition loads with strict=True; MSRResNet's
+in BasicSR's layout, {'params': ..., 'params_ema': ...}. Reading and writing .pth files needs PyTorch.
+Every mistake ends with one `error: ...` line and exit status 2.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import warnings
+
+from pfca_jax.errors import UserError
+
+
+def _load_config(argument: str):
+  """get_config(ARG) of 'FILE.py[:ARG]'."""
+  path, _, arg = argument.partition(':')
+  if not (os.path.isfile(path) and path.endswith('.py')):
+    raise UserError(f'--config {path!r} is not a Python config file (e.g. configs/quickstart.py)')
+  spec = importlib.util.spec_from_file_location('converted_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def _default_config(model: str, options: dict):
+  from pfca_jax.train import config_defaults
+  if model == 'msrresnet':
+    config = config_defaults.super_resolution(options['scale'])
+    config.model.num_feat, config.model.num_block = options['num_feat'], options['num_block']
+  else:
+    config = config_defaults.classification() if model.startswith('cifar_') else config_defaults.imagenet()
+  config.model.name = model
+  return config
+
+
+def from_torch(args) -> None:
+  from pfca_jax import convert
+  from pfca_jax.convert import recognise, run_folder, torch_files
+  from pfca_jax.models import MODELS
+  from pfca_jax.models.attention import ATTENTIONS
+  if args.model not in MODELS:
+    raise UserError(f'--model {args.model!r} is not a model; valid: {", ".join(MODELS)}')
+  if args.attention not in ATTENTIONS:
+    raise UserError(f'--attention {args.attention!r} is not an attention; valid: {", ".join(ATTENTIONS)}')
+  if args.scale is not None and args.model != 'msrresnet':
+    raise UserError(f'--scale is an option of msrresnet, not of {args.model}')
+  out = run_folder.check_new_folder(args.out)
+  config = _load_config(args.config) if args.config else None
+  state, key = torch_files.read(args.from_torch)
+  names = convert.torch_state_names(state)
+  found = recognise.recognise(names)
+  if found is not None and found[0] != args.model:
+    raise UserError(f'{args.from_torch} holds {recognise.describe(found)} weights, not {args.model}; '
+                    f'give --model={found[0]}')
+  options = found[1] if found else {}
+  if args.model == 'msrresnet' and found:
+    if args.scale is not None and args.scale != options['scale']:
+      raise UserError(f'{args.from_torch} holds MSRResNet x{options["scale"]} weights, not x{args.scale}; '
+                      f'give --scale={options["scale"]}')
+    if (options['num_in_ch'], options['num_out_ch']) != (3, 3):
+      raise UserError(f'{args.from_torch} holds an MSRResNet of {options["num_in_ch"]} input channels; '
+                      'this project trains RGB networks (3)')
+  if config is None:
+    config = _default_config(args.model, options if args.model == 'msrresnet' and found else
+                             {'scale': args.scale or 4, 'num_feat': 64, 'num_block': 16})
+  elif config.model.name != args.model:
+    raise UserError(f'--config {args.config} trains {config.model.name}, not --model {args.model}')
+  if args.dataset:
+    config.dataset = args.dataset
+  config.model.attention = args.attention
+  create = _create_options(config, options)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    variables = convert.torch_to_flax(names, args.model, seed=config.seed, **create)
+  for warning in caught:
+    print(f'note: {warning.message}', file=sys.stderr, flush=True)
+  source = {'file': os.path.abspath(args.from_torch), 'key': key, 'sha256': run_folder.sha256(args.from_torch)}
+  run_folder.write(out, config, variables, source)
+  print(f'{out}: {args.model} + {args.attention}, {run_folder.count(variables):,} parameters from '
+        f'{args.from_torch}{f" ({key})" if key else ""}; use it with python -m pfca_jax.predict ... --workdir={out} '
+        f'or --config.init_from={out}', flush=True)
+
+
+def _create_options(config, found_options: dict) -> dict:
+  """models.create's options for `config`, checked against what the file fixes (classes, scale, size)."""
+  from pfca_jax.train.validation import model_options
+  options = {k: v for k, v in model_options(config).items() if k not in ('dtype', 'conv_impl', 'attention_impl')}
+  if config.model.name == 'msrresnet':
+    options['scale'] = config.scale
+    for field in ('scale', 'num_feat', 'num_block'):
+      if field in found_options and found_options[field] != options[field]:
+        raise UserError(f'the file holds an MSRResNet with {field}={found_options[field]}; the config has '
+                        f'{field}={options[field]}')
+    return options
+  from pfca_jax.data.classification import get_spec
+  classes = get_spec(config.dataset).num_classes
+  if 'num_classes' in found_options and found_options['num_classes'] != classes:
+    raise UserError(f'the file\'s classifier has {found_options["num_classes"]} classes and {config.dataset} has '
+                    f'{classes}: give --dataset (or --config) of a dataset with {found_options["num_classes"]} classes')
+  return dict(options, num_classes=classes)
+
+
+def to_torch(args) -> None:
+  from pfca_jax import convert, predict
+  from pfca_jax.convert import run_folder, torch_files
+  from pfca_jax.train.validation import model_options
+  for name in ('attention', 'scale', 'model', 'config', 'dataset'):
+    if getattr(args, name) not in (None, 'none'):
+      raise UserError(f'--{name} is an option of --from-torch; --to-torch reads everything from the run')
+  out = os.path.abspath(args.out or '')
+  if not args.out:
+    raise UserError('--out is required: the .pth file to write')
+  if os.path.exists(out):
+    raise UserError(f'--out {args.out!r} exists; give a new file name (nothing is overwritten)')
+  if not os.path.isdir(os.path.dirname(out)):
+    raise UserError(f'--out {args.out!r}: the folder {os.path.dirname(out)} does not exist')
+  torch_files.import_torch()
+  task = _run_task(args.to_torch)
+  config = predict.open_run(args.to_torch, task)
+  step, trained, average = run_folder.read_weights(args.to_torch)
+  options = {k: v for k, v in model_options(config).items() if k not in ('dtype', 'conv_impl', 'attention_impl')}
+  if config.model.name == 'msrresnet':
+    options['scale'] = config.scale
+  else:
+    options['num_classes'] = run_folder.num_classes(trained)
+  export = lambda weights: convert.flax_to_torch(weights, config.model.name, **options)
+  if config.model.name == 'msrresnet':  # BasicSR's layout: both networks, the average under params_ema.
+    content = {'params': export(trained), **({'params_ema': export(average)} if average else {})}
+  else:
+    content = export(average or trained)
+  torch_files.write(out, content)
+  which = 'moving-average' if average else 'trained'
+  print(f'{args.out}: {config.model.name} + {config.model.attention}, {which} weights of step {step}'
+        + (' (BasicSR layout: params' + (', params_ema' if average else '') + ')' if config.model.name == 'msrresnet'
+           else ' (a bare state dict)'), flush=True)
+
+
+def _run_task(workdir: str) -> str:
+  """config.json's task, or the same one-line errors as predict's for what is not a run."""
+  from pfca_jax import predict
+  path = os.path.join(workdir or '', 'config.json')
+  try:
+    with open(path) as f:
+      task = json.load(f).get('task')
+  except (OSError, ValueError, AttributeError):
+    task = None
+  return task if task in predict.TASK_COMMANDS else 'classification'  # open_run then names the problem.
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UserError(f'{message} (see {self.prog} --help)')
+
+
+def parser() -> argparse.ArgumentParser:
+  p = _Parser(prog='python -m pfca_jax.convert', description=__doc__.split('\n\n')[0],
+              formatter_class=argparse.RawDescriptionHelpFormatter)
+  direction = p.add_mutually_exclusive_group(required=True)
+  direction.add_argument('--from-torch', metavar='FILE.pth', help='PyTorch checkpoint to convert into a folder.')
+  direction.add_argument('--to-torch', metavar='WORKDIR', help='Training run whose weights to write as a .pth file.')
+  p.add_argument('--out', help='The folder (--from-torch) or .pth file (--to-torch) to write; never overwritten.')
+  p.add_argument('--model', help='--from-torch: the network the file holds, a name of pfca_jax.models.MODELS.')
+  p.add_argument('--scale', type=int, help='--from-torch, msrresnet: the upscaling factor (read from the file when '
+                                           'not given).')
+  p.add_argument('--attention', default='none', help='--from-torch: the attention to insert (default none).')
+  p.add_argument('--config', help='--from-torch: FILE.py[:ARG], the config the weights will be used with.')
+  p.add_argument('--dataset', help='--from-torch: the dataset whose preprocessing predict applies (default: the '
+                                   "model's recipe).")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  try:
+    args = parser().parse_args(argv)
+    if args.from_torch and not args.model:
+      raise UserError('--from-torch needs --model NAME (the network the file holds)')
+    from absl import logging
+    from pfca_jax.cli import command
+    logging.set_verbosity(logging.FATAL)
+    command.quiet_closed_event_loops()
+    (from_torch if args.from_torch else to_torch)(args)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
