@@ -98,16 +98,22 @@ def check_shapes(found: dict[str, tuple], wanted: dict[str, tuple], what: str, m
                             f'{tuple(shape)}{hint}')
 
 
-def _hint(state: dict, model_name: str, create_options: dict) -> str:
-  """'; it holds resnet18 (num_classes=1000)' when the state dict is recognisably another network."""
+def _hint(state: dict, model_name: str, model_options: dict) -> str:
+  """'; it holds resnet18 (num_classes=10)' when the state dict is recognisably another network than
+  `model_name` with `model_options` (the built model's values: defaults included)."""
   found = recognise.recognise(state)
   if found is None:
     return ''
   name, options = found
-  asked = {k: create_options[k] for k in options if k in create_options}
-  if name == model_name and all(options[k] == v for k, v in asked.items()):
+  if name == model_name and all(model_options.get(k, v) == v for k, v in options.items()):
     return ''
   return f'; it holds {recognise.describe(found)}'
+
+
+def model_options(model) -> dict:
+  """The options `recognise` reads from a file, as the built model has them (defaults included)."""
+  names = ('num_classes', 'scale', 'num_feat', 'num_block', 'num_in_ch', 'num_out_ch')
+  return {name: getattr(model, name) for name in names if hasattr(model, name)}
 
 
 def torch_state_names(state_dict) -> dict[str, np.ndarray]:
@@ -118,12 +124,12 @@ def torch_state_names(state_dict) -> dict[str, np.ndarray]:
   return {name: value for name, value in state.items() if not name.endswith(f'.{layout.BATCHES_TRACKED}')}
 
 
-def read_torch_leaves(state: dict[str, np.ndarray], model_name: str, leaves: list, create_options: dict,
+def read_torch_leaves(state: dict[str, np.ndarray], model_name: str, leaves: list, options: dict,
                       what: str = 'the state dict') -> dict:
   """{leaf: flax-layout float32 array} for `leaves` (those without attention), checked strictly against `state`."""
   check_shapes({name: value.shape for name, value in state.items()},
          {leaf.torch_name: leaf.torch_shape for leaf in leaves}, what, model_name,
-         _hint(state, model_name, create_options))
+         _hint(state, model_name, options))
   return {leaf: layout.to_flax(state[leaf.torch_name]).astype(np.float32) for leaf in leaves}
 
 
@@ -152,8 +158,9 @@ def torch_to_flax(state_dict, model_name: str, *, seed: int = 0, **create_option
   variables = template(model_name, model)
   leaves = layout.leaves(model_name, variables)
   own = [leaf for leaf in leaves if layout.is_attention(leaf)]
+  _warn_about_wrapped_attention(state_dict, model.attention)
   values = read_torch_leaves(torch_state_names(state_dict), model_name,
-                             [leaf for leaf in leaves if not layout.is_attention(leaf)], create_options)
+                             [leaf for leaf in leaves if not layout.is_attention(leaf)], model_options(model))
   if own:
     initial = model.init(jax.random.key(seed), jnp.zeros(_input_shape(model_name, model)), train=False)
     for leaf in own:
@@ -162,6 +169,19 @@ def torch_to_flax(state_dict, model_name: str, *, seed: int = 0, **create_option
                   f'that {recognise.reference(model_name)} {model_name} does not: they start as models.create '
                   f'initialises them (seed {seed})', stacklevel=2)
   return nest({leaf: values[leaf] for leaf in leaves})
+
+
+def _warn_about_wrapped_attention(state_dict, attention: str) -> None:
+  """SimAM's code wraps a module in an nn.Sequential only to put an attention after it: such names say the
+  weights were trained with one (after bn2/bn3: not SimAM; after conv2: SimAM), which may not be `attention`."""
+  wrapped = {layout.wrapped_module(str(name)) for name in state_dict} - {None}
+  if not wrapped:
+    return
+  trained = 'simam' if 'conv2' in wrapped else 'an attention after the last BatchNorm'
+  if attention == 'none' or (attention == 'simam') != (trained == 'simam'):
+    warnings.warn(f'the names of the state dict show it was trained with {trained} (SimAM\'s code wraps '
+                  f'{", ".join(sorted(wrapped))} for it); it is converted into a network with attention={attention!r}',
+                  stacklevel=3)
 
 
 def _get(tree, leaf: layout.Leaf):
@@ -192,11 +212,13 @@ def flax_to_torch(variables, model_name: str, **create_options) -> dict[str, np.
                           f'{model.attention} attention\'s parameters (e.g. {own[0].flax_name}); only networks with '
                           'none, pfca or simam export to it')
   variables = {k: variables[k] for k in variables}
-  check_shapes(_flat_shapes(variables), {leaf.flax_name: leaf.flax_shape for leaf in leaves}, 'the variables', model_name)
+  check_shapes(_flat_shapes(variables), {leaf.flax_name: leaf.flax_shape for leaf in leaves}, 'the variable tree',
+               model_name)
   tracked = set(layout.batches_tracked_names(leaves))
   state = {}
   for leaf in leaves:
-    state[leaf.torch_name] = np.ascontiguousarray(layout.to_torch(np.asarray(_get(variables, leaf), np.float32)))
+    # A copy, never a view of the caller's arrays: editing the state dict leaves the variables alone.
+    state[leaf.torch_name] = np.array(layout.to_torch(np.asarray(_get(variables, leaf), np.float32)), order='C')
     buffer = leaf.torch_name.rsplit('.', 1)[0] + f'.{layout.BATCHES_TRACKED}'
     if leaf.path[-1] == 'var' and buffer in tracked:
       state[buffer] = np.array(0, np.int64)

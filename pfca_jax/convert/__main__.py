@@ -87,7 +87,10 @@ def from_torch(args) -> None:
   create = _create_options(config, options)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always')
-    variables = convert.torch_to_flax(names, args.model, seed=config.seed, **create)
+    try:
+      variables = convert.torch_to_flax(state, args.model, seed=config.seed, **create)
+    except convert.ConversionError as e:
+      raise UserError(f'{args.from_torch}: {e}') from None
   for warning in caught:
     print(f'note: {warning.message}', file=sys.stderr, flush=True)
   source = {'file': os.path.abspath(args.from_torch), 'key': key, 'sha256': run_folder.sha256(args.from_torch)}

@@ -147,6 +147,12 @@ def batches_tracked_names(leaf_list: list[Leaf]) -> list[str]:
 _WRAPPED = re.compile(r'^(layer\d+\.\d+\.(?:bn2|bn3|conv2))\.0\.')
 
 
+def wrapped_module(name: str) -> str | None:
+  """'bn2' for 'layer1.0.bn2.0.weight' (a module SimAM's code wrapped to put an attention after it), else None."""
+  match = _WRAPPED.match(name.removeprefix('module.'))
+  return match.group(1).rsplit('.', 1)[1] if match else None
+
+
 def unwrap_sequential_names(state: dict) -> dict:
   """SimAM-reference names with an attention-wrapped module (`layer1.0.bn2.0.weight`) -> plain ones."""
   return {_WRAPPED.sub(r'\1.', name): value for name, value in state.items()}

@@ -37,8 +37,16 @@ def recognise(state: dict) -> tuple[str, dict] | None:
   """(model name, create options the file fixes) of a state dict with PyTorch names, or None.
 
   The options are `num_classes` for the ResNets and `scale`, `num_feat`, `num_block`, `num_in_ch`,
-  `num_out_ch` for MSRResNet.
+  `num_out_ch` for MSRResNet. A state dict whose key arrays are malformed (wrong number of dimensions,
+  zero channels) is not recognised: the strict check then names the array.
   """
+  try:
+    return _recognise(state)
+  except (ValueError, IndexError, ZeroDivisionError):
+    return None
+
+
+def _recognise(state: dict) -> tuple[str, dict] | None:
   shape = lambda name: tuple(state[name].shape)
   if 'conv_first.weight' in state and 'upconv1.weight' in state and 'conv_last.weight' in state:
     num_feat, num_in_ch = shape('conv_first.weight')[:2]

@@ -41,6 +41,8 @@ def sha256(path: str) -> str:
 def write(out: str, config, variables: dict, source: dict) -> None:
   """Writes `variables` ({'params', 'batch_stats'}) and `config` as the converted folder `out`."""
   record = run_identity.to_record(config)
+  # One set of weights, no moving average beside it: predict reads them as a run without one.
+  record['ema_decay'] = 0.0
   os.makedirs(out, exist_ok=True)
   state = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
   checkpoints = checkpointing.Checkpoints(out, keep=1)
