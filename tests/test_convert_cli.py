@@ -16,6 +16,7 @@ import pytest
 import skimage.data
 from conftest import REPO, checkpointed_state, load_repo_module
 from fork_server import Server
+import tiny_sr
 from PIL import Image
 
 torch = pytest.importorskip('torch', reason='PyTorch is not installed: pfca_jax.convert reads and writes .pth files '
@@ -25,8 +26,6 @@ import torch_definitions as td  # noqa: E402 -- imports torch, so only after the
 
 from pfca_jax import train  # noqa: E402
 from pfca_jax.convert import flax_to_torch, torch_to_flax  # noqa: E402
-from pfca_jax.data import fake_data  # noqa: E402
-from pfca_jax.imresize import imresize  # noqa: E402
 from pfca_jax.tasks.tiling import to_uint8  # noqa: E402
 from pfca_jax.train import config_defaults  # noqa: E402
 from pfca_jax.train.validation import create_model  # noqa: E402
@@ -53,16 +52,7 @@ def cls_run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def sr_run(tmp_path_factory):
   """MSRResNet x2 (8 features, 1 block) + PFCA on a fake DIV2K, 2 Adam steps at 1e-2, ema_decay 0.5."""
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  photo = skimage.data.coffee()
-  crops = [np.ascontiguousarray(photo[y:y + 32, x:x + 40]) for y, x in ((100, 200), (150, 60), (220, 300))]
-  fake_data.write_fake_div2k(data_dir, 2, {'train': [(imresize(hr, 0.5), hr) for hr in crops] * 3,
-                                           'validation': [(imresize(crops[0], 0.5), crops[0])]}, num_shards=1)
-  config = config_defaults.super_resolution(scale=2)
-  config.update(dict(data_dir=data_dir, batch_size=8, hr_patch_size=16, patches_per_image=1, num_train_steps=2,
-                     base_learning_rate=1e-2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
-                     shuffle_buffer_size=8, eval_tile=12, eval_tile_overlap=2, eval_num_samples=0, ema_decay=0.5))
-  config.model.update(num_feat=8, num_block=1, attention='pfca')
+  config = tiny_sr.config(tiny_sr.write_data(str(tmp_path_factory.mktemp('tfds'))), attention='pfca')
   workdir = str(tmp_path_factory.mktemp('sr') / 'run')
   train.train_and_evaluate(config, workdir)
   return workdir

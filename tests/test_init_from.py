@@ -15,35 +15,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import skimage.data
 from conftest import checkpointed_state, load_repo_module
+import tiny_sr
 
 from pfca_jax import convert, models, train
 from pfca_jax.convert import run_folder
-from pfca_jax.data import fake_data
-from pfca_jax.imresize import imresize
 from pfca_jax.train import config_defaults, init_from, sharding, train_state
 from pfca_jax.train.validation import UserError, create_model
 
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('tfds'))
-  photo = skimage.data.coffee()
-  crops = [np.ascontiguousarray(photo[y:y + 32, x:x + 40]) for y, x in ((100, 200), (150, 60), (220, 300))]
-  fake_data.write_fake_div2k(path, 2, {'train': [(imresize(hr, 0.5), hr) for hr in crops] * 3,
-                                       'validation': [(imresize(crops[0], 0.5), crops[0])]}, num_shards=1)
-  return path
+  return tiny_sr.write_data(str(tmp_path_factory.mktemp('tfds')))
 
 
-def sr_config(data_dir, attention='none', **overrides):
-  config = config_defaults.super_resolution(scale=2)
-  config.update(dict(data_dir=data_dir, batch_size=8, hr_patch_size=16, patches_per_image=1, num_train_steps=2,
-                     base_learning_rate=1e-2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
-                     shuffle_buffer_size=8, eval_tile=12, eval_tile_overlap=2, eval_num_samples=0, ema_decay=0.5))
-  config.model.update(num_feat=8, num_block=1, attention=attention)
-  config.update(overrides)
-  return config
+sr_config = tiny_sr.config
 
 
 @pytest.fixture(scope='module')
