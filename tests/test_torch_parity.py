@@ -12,14 +12,16 @@ converter's strictness. Skipped without PyTorch, which pfca_jax does not depend 
 
 import copy
 import functools
+import os
 
 import chex
 import jax
-from flax import traverse_util
 import numpy as np
 import pytest
+from flax import traverse_util
 
-torch = pytest.importorskip('torch', reason='PyTorch is not installed: no parity tests (pip install torch torchvision)')
+torch = pytest.importorskip('torch', reason='PyTorch is not installed: no parity tests '
+                            '(pip install -r requirements-torch.txt)')
 torchvision = pytest.importorskip('torchvision', reason='torchvision is not installed: no parity tests '
                                   '(pip install torchvision)')
 F = torch.nn.functional
@@ -33,9 +35,10 @@ TOLERANCE = 1e-4
 IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 CIFAR = ('cifar_resnet20', 'cifar_resnet32', 'cifar_resnet56', 'cifar_resnet110', 'cifar_resnet164')
 # Both kinds of block, both stems, and the deepest network (cifar_resnet164: 54 blocks). The others
-# differ from these only in how many blocks a stage has: they pass too (add them here to see), but
-# would double this file's time on two cores.
-TESTED = ('resnet18', 'resnet50', 'cifar_resnet20', 'cifar_resnet164')
+# differ from these only in how many blocks a stage has; PFCA_JAX_PARITY_ALL=1 tests every one (about
+# 25 s more on two cores; experiments/results/torch_parity.md).
+TESTED = IMAGENET + CIFAR if os.environ.get('PFCA_JAX_PARITY_ALL') == '1' else (
+    'resnet18', 'resnet50', 'cifar_resnet20', 'cifar_resnet164')
 # Small MSRResNets for every scale, and BasicSR's default size at x4.
 SMALL_SR = dict(num_feat=16, num_block=2)
 DEFAULT_SR = dict(num_feat=64, num_block=16)

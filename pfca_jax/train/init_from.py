@@ -67,7 +67,8 @@ def _from_folder(path: str) -> tuple[dict[str, np.ndarray], dict]:
     step, stored, meta, _ = checkpointing.restore_newest(manager)
   average = stored.get('ema') or {}
   weights = average if jax.tree.leaves(average) else {k: stored.get(k) or {} for k in ('params', 'batch_stats')}
-  source = {'folder': os.path.abspath(path), 'step': step, 'weights': 'moving average' if weights is average else 'trained'}
+  source = {'folder': os.path.abspath(path), 'step': step,
+            'weights': 'moving average' if weights is average else 'trained'}
   if 'converted_from' in meta:
     source['converted_from'] = meta['converted_from']
   return _flat(weights), source

@@ -149,8 +149,9 @@ def check_against_checkpoint(config: ml_collections.ConfigDict, workdir: str):
     return None, None
   source = latest[1].get('converted_from')
   if source is not None:
-    raise UserError(f'{workdir} holds weights converted from {source.get("file", "a PyTorch file")} by pfca_jax.convert, '
-                    f'not a training run: to train from them, give --config.init_from={workdir} and a new --workdir')
+    raise UserError(f'{workdir} holds weights converted from {source.get("file", "a PyTorch file")} by '
+                    f'pfca_jax.convert, not a training run: to train from them, give --config.init_from={workdir} '
+                    'and a new --workdir')
   recorded = recorded_config(latest[1], workdir)
   check_config(recorded, config, workdir)
   return latest, recorded
