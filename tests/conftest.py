@@ -20,6 +20,13 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
+# PyTorch (test-only, the parity tests) before TensorFlow, which orbax imports below: torchvision imported
+# after TensorFlow crashes the process here (its CUDA build loads triton, whose libraries clash with
+# TensorFlow's). Does nothing without PyTorch.
+from pfca_jax.bench import torch_reference  # noqa: E402
+
+torch_reference.preload()
+
 import chex  # noqa: E402
 import jax  # noqa: E402
 from pfca_jax.train import checkpointing  # noqa: E402
