@@ -29,6 +29,7 @@ torch_reference.preload()
 
 import chex  # noqa: E402
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from pfca_jax.train import checkpointing  # noqa: E402
 
 # The tests compare with NumPy at float32 tolerances. A GPU's default for float32 products and
@@ -71,3 +72,15 @@ def checkpointed_state(workdir, step=None):
   with checkpointing.reading(workdir) as (manager, latest):
     step = None if manager is None else (latest if step is None else step)
     return None if step is None else checkpointing.restore(manager, step)[0]
+
+
+def host(tree):
+  """A tree of device arrays as NumPy arrays."""
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def assert_trees_equal(a, b):
+  """Same structure, every leaf bit-equal."""
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)

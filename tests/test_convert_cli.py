@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import skimage.data
-from conftest import REPO, checkpointed_state, load_repo_module
+from conftest import REPO, assert_trees_equal, checkpointed_state, load_repo_module
 from fork_server import Server
 import tiny_sr
 from PIL import Image
@@ -98,12 +98,6 @@ def assert_same(a: dict, b: dict):
   assert list(a) == list(b)
   for name in a:
     np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=name)
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(x, y)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 import skimage.data
-from conftest import checkpointed_state
+from conftest import assert_trees_equal, checkpointed_state, host
 import tiny_sr
 
 from pfca_jax import metrics, train
@@ -56,16 +56,6 @@ def toy(ema_decay):
   loss = lambda logits, batch: losses.train_loss(logits, batch, 0.0)
   step = steps.make_train_step(loss, optax.constant_schedule(0.5), shardings, mesh, ema_decay=ema_decay)
   return state, step, mesh, shardings
-
-
-def host(tree):
-  return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(x, y)
 
 
 def test_the_average_starts_at_the_initial_weights_and_follows_each_update():

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import checkpointed_state, load_repo_module
+from conftest import assert_trees_equal, checkpointed_state, host, load_repo_module
 import tiny_sr
 
 from pfca_jax import convert, models, train
@@ -61,16 +61,6 @@ def fresh_state(config, ema):
   mesh = sharding.create_mesh()
   abstract, shardings = train_state.abstract_state(model, tx, shape, config.seed, mesh, ema)
   return train_state.create_state(model, tx, shape, config.seed, shardings, ema), shardings, abstract
-
-
-def host(tree):
-  return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-    np.testing.assert_array_equal(x, y)
 
 
 def test_a_run_folder_gives_exactly_its_average_at_step_0_with_a_fresh_optimiser(source, data_dir):
