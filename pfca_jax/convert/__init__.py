@@ -128,8 +128,8 @@ def read_torch_leaves(state: dict[str, np.ndarray], model_name: str, leaves: lis
                       what: str = 'the state dict') -> dict:
   """{leaf: flax-layout float32 array} for `leaves` (those without attention), checked strictly against `state`."""
   check_shapes({name: value.shape for name, value in state.items()},
-         {leaf.torch_name: leaf.torch_shape for leaf in leaves}, what, model_name,
-         _hint(state, model_name, options))
+               {leaf.torch_name: leaf.torch_shape for leaf in leaves}, what, model_name,
+               _hint(state, model_name, options))
   return {leaf: layout.to_flax(state[leaf.torch_name]).astype(np.float32) for leaf in leaves}
 
 
