@@ -49,8 +49,9 @@ def checkpoint_steps(workdir: str) -> list[int]:
                 if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
 
 
-def open_run(workdir: str, task: str):
-  """The ConfigDict of a training workdir of `task` that holds a checkpoint, or a one-line UserError."""
+def open_run(workdir: str, task: str | None = None):
+  """The ConfigDict of a training workdir of `task` (None: either task) that holds a checkpoint, or a one-line
+  UserError."""
   if not workdir:
     raise UserError('--workdir is required: the folder of a training run (with config.json and checkpoints/)')
   if not os.path.isdir(workdir):
@@ -74,7 +75,7 @@ def open_run(workdir: str, task: str):
   run_task = content.get('task') if isinstance(content, dict) else None
   if run_task not in TASK_COMMANDS:
     raise UserError(f'{path} has task={run_task!r}; this command handles {", ".join(TASK_COMMANDS)}')
-  if run_task != task:
+  if task is not None and run_task != task:
     model = content.get('model', {}).get('name', '?')
     raise UserError(f'workdir {workdir!r} is a {run_task} run ({model}): use `{TASK_COMMANDS[run_task]}`, '
                     f'not `{TASK_COMMANDS[task]}`')

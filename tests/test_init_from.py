@@ -66,7 +66,7 @@ def fresh_state(config, ema):
 def test_a_run_folder_gives_exactly_its_average_at_step_0_with_a_fresh_optimiser(source, data_dir):
   stored = checkpointed_state(source)
   state, shardings, abstract = fresh_state(sr_config(data_dir), ema=True)
-  values, where = init_from.load(source, 'msrresnet', abstract)
+  values, where = init_from.load(init_from.Weights(source), 'msrresnet', abstract)
   assert where == {'folder': os.path.abspath(source), 'step': 2, 'weights': 'moving average', 'arrays': 12,
                    'initialised_as_new': []}
   started = init_from.apply(state, values, shardings)
@@ -87,7 +87,7 @@ def test_se_inserted_into_plain_weights_keeps_its_own_initialisation(source, dat
   stored = checkpointed_state(source)
   config = sr_config(data_dir, attention='se')
   state, shardings, abstract = fresh_state(config, ema=True)
-  values, where = init_from.load(source, 'msrresnet', abstract)
+  values, where = init_from.load(init_from.Weights(source), 'msrresnet', abstract)
   assert where['initialised_as_new'] == [f'params/body/0/attention/{m}/{p}' for m in ('fc1', 'fc2')
                                          for p in ('bias', 'kernel')]
   assert 'attention arrays start from the seed' in init_from.describe(where)
@@ -103,7 +103,7 @@ def test_se_inserted_into_plain_weights_keeps_its_own_initialisation(source, dat
 
 def test_a_converted_folder_gives_its_weights(converted_sr, source, data_dir):
   state, shardings, abstract = fresh_state(sr_config(data_dir), ema=True)
-  values, where = init_from.load(converted_sr, 'msrresnet', abstract)
+  values, where = init_from.load(init_from.Weights(converted_sr), 'msrresnet', abstract)
   assert where['weights'] == 'trained' and where['converted_from']['file'] == '/elsewhere/msrresnet_x2.pth'
   assert_trees_equal(host(init_from.apply(state, values, shardings).params), checkpointed_state(source)['params'])
 
@@ -246,9 +246,10 @@ def test_a_pth_file_gives_its_weights_basicsr_average_first(source, data_dir, tm
   torch.save({'params': torch_state({'params': stored['params']}, 'msrresnet', **sr),
               'params_ema': torch_state({'params': stored['ema']['params']}, 'msrresnet', **sr)}, path)
   config = sr_config(data_dir, attention='pfca', init_from=path)
-  assert init_from.check(config) == path
+  weights = init_from.check(config)  # The file is read once, here, and handed to load.
+  assert weights.path == path and weights.key == 'params_ema'
   state, shardings, abstract = fresh_state(config, ema=True)
-  values, where = init_from.load(path, 'msrresnet', abstract)
+  values, where = init_from.load(weights, 'msrresnet', abstract)
   assert where == {'file': path, 'key': 'params_ema', 'arrays': 12, 'initialised_as_new': []}
   assert init_from.describe(where).startswith(f'initialised from {path} (params_ema): 12 arrays')
   started = host(init_from.apply(state, values, shardings))
@@ -257,7 +258,7 @@ def test_a_pth_file_gives_its_weights_basicsr_average_first(source, data_dir, tm
 
   bare = str(tmp_path / 'bare.pth')  # torch.save(model.state_dict()): the trained weights, no key.
   torch.save(torch_state({'params': stored['params']}, 'msrresnet', **sr), bare)
-  values, where = init_from.load(bare, 'msrresnet', abstract)
+  values, where = init_from.load(init_from.check(sr_config(data_dir, init_from=bare)), 'msrresnet', abstract)
   assert where['key'] is None
   assert_trees_equal(host(init_from.apply(state, values, shardings).params), stored['params'])
 

@@ -116,12 +116,17 @@ def model_options(model) -> dict:
   return {name: getattr(model, name) for name in names if hasattr(model, name)}
 
 
-def torch_state_names(state_dict) -> dict[str, np.ndarray]:
-  """The state dict as NumPy, with the names this module reads: no `module.` prefix, no
-  `num_batches_tracked`, SimAM-reference attention wrappers unwrapped (`layout.unwrap_sequential_names`)."""
-  state = _strip_prefix(as_numpy(state_dict))
-  state = layout.unwrap_sequential_names(state)
+def torch_names(state_dict) -> dict:
+  """The state dict under the names this module reads, values untouched: no `module.` prefix, no
+  `num_batches_tracked`, SimAM-reference attention wrappers unwrapped (`layout.unwrap_sequential_names`).
+  Enough to `recognise` a file without converting its tensors."""
+  state = layout.unwrap_sequential_names(_strip_prefix({str(name): value for name, value in state_dict.items()}))
   return {name: value for name, value in state.items() if not name.endswith(f'.{layout.BATCHES_TRACKED}')}
+
+
+def torch_state_names(state_dict) -> dict[str, np.ndarray]:
+  """`torch_names` with every tensor as a NumPy array."""
+  return as_numpy(torch_names(state_dict))
 
 
 def read_torch_leaves(state: dict[str, np.ndarray], model_name: str, leaves: list, options: dict,
@@ -191,11 +196,6 @@ def _get(tree, leaf: layout.Leaf):
   return node
 
 
-def _flat_shapes(variables) -> dict[str, tuple]:
-  return {'/'.join((collection, *path)): tuple(np.shape(value))
-          for collection, tree in variables.items() for path, value in layout.walk(tree)}
-
-
 def flax_to_torch(variables, model_name: str, **create_options) -> dict[str, np.ndarray]:
   """A PyTorch state dict ({name: NumPy array}) of flax variables of `models.create(model_name, **create_options)`.
 
@@ -211,9 +211,8 @@ def flax_to_torch(variables, model_name: str, **create_options) -> dict[str, np.
     raise ConversionError(f'{recognise.reference(model_name)} {model_name} has no place for the '
                           f'{model.attention} attention\'s parameters (e.g. {own[0].flax_name}); only networks with '
                           'none, pfca or simam export to it')
-  variables = {k: variables[k] for k in variables}
-  check_shapes(_flat_shapes(variables), {leaf.flax_name: leaf.flax_shape for leaf in leaves}, 'the variable tree',
-               model_name)
+  check_shapes({name: tuple(np.shape(v)) for name, v in layout.flat(variables).items()},
+               {leaf.flax_name: leaf.flax_shape for leaf in leaves}, 'the variable tree', model_name)
   tracked = set(layout.batches_tracked_names(leaves))
   state = {}
   for leaf in leaves:

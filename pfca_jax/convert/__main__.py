@@ -19,7 +19,6 @@ Every mistake ends with one `error: ...` line and exit status 2.
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import warnings
@@ -50,7 +49,7 @@ def _default_config(model: str, options: dict):
 
 
 def from_torch(args) -> None:
-  from pfca_jax import convert
+  from pfca_jax import convert, models
   from pfca_jax.convert import recognise, run_folder, torch_files
   from pfca_jax.models import MODELS
   from pfca_jax.models.attention import ATTENTIONS
@@ -63,8 +62,7 @@ def from_torch(args) -> None:
   out = run_folder.check_new_folder(args.out)
   config = _load_config(args.config) if args.config else None
   state, key = torch_files.read(args.from_torch)
-  names = convert.torch_state_names(state)
-  found = recognise.recognise(names)
+  found = recognise.recognise(convert.torch_names(state))
   if found is not None and found[0] != args.model:
     raise UserError(f'{args.from_torch} holds {recognise.describe(found)} weights, not {args.model}; '
                     f'give --model={found[0]}')
@@ -95,17 +93,23 @@ def from_torch(args) -> None:
     print(f'note: {warning.message}', file=sys.stderr, flush=True)
   source = {'file': os.path.abspath(args.from_torch), 'key': key, 'sha256': run_folder.sha256(args.from_torch)}
   run_folder.write(out, config, variables, source)
-  print(f'{out}: {args.model} + {args.attention}, {run_folder.count(variables):,} parameters from '
+  print(f'{out}: {args.model} + {args.attention}, {models.count_params(variables["params"]):,} parameters from '
         f'{args.from_torch}{f" ({key})" if key else ""}; use it with python -m pfca_jax.predict ... --workdir={out} '
         f'or --config.init_from={out}', flush=True)
 
 
-def _create_options(config, found_options: dict) -> dict:
-  """models.create's options for `config`, checked against what the file fixes (classes, scale, size)."""
+def _weight_options(config) -> dict:
+  """models.create's options for `config` that shape its weights (not how it computes: dtype, layers), with
+  MSRResNet's scale."""
   from pfca_jax.train.validation import model_options
   options = {k: v for k, v in model_options(config).items() if k not in ('dtype', 'conv_impl', 'attention_impl')}
+  return dict(options, scale=config.scale) if config.model.name == 'msrresnet' else options
+
+
+def _create_options(config, found_options: dict) -> dict:
+  """models.create's options for `config`, checked against what the file fixes (classes, scale, size)."""
+  options = _weight_options(config)
   if config.model.name == 'msrresnet':
-    options['scale'] = config.scale
     for field in ('scale', 'num_feat', 'num_block'):
       if field in found_options and found_options[field] != options[field]:
         raise UserError(f'the file holds an MSRResNet with {field}={found_options[field]}; the config has '
@@ -122,7 +126,6 @@ def _create_options(config, found_options: dict) -> dict:
 def to_torch(args) -> None:
   from pfca_jax import convert, predict
   from pfca_jax.convert import run_folder, torch_files
-  from pfca_jax.train.validation import model_options
   for name in ('attention', 'scale', 'model', 'config', 'dataset'):
     if getattr(args, name) not in (None, 'none'):
       raise UserError(f'--{name} is an option of --from-torch; --to-torch reads everything from the run')
@@ -134,13 +137,10 @@ def to_torch(args) -> None:
   if not os.path.isdir(os.path.dirname(out)):
     raise UserError(f'--out {args.out!r}: the folder {os.path.dirname(out)} does not exist')
   torch_files.import_torch()
-  task = _run_task(args.to_torch)
-  config = predict.open_run(args.to_torch, task)
-  step, trained, average = run_folder.read_weights(args.to_torch)
-  options = {k: v for k, v in model_options(config).items() if k not in ('dtype', 'conv_impl', 'attention_impl')}
-  if config.model.name == 'msrresnet':
-    options['scale'] = config.scale
-  else:
+  config = predict.open_run(args.to_torch)
+  step, trained, average, _ = run_folder.read_weights(args.to_torch)
+  options = _weight_options(config)
+  if config.model.name != 'msrresnet':
     options['num_classes'] = run_folder.num_classes(trained)
   export = lambda weights: convert.flax_to_torch(weights, config.model.name, **options)
   if config.model.name == 'msrresnet':  # BasicSR's layout: both networks, the average under params_ema.
@@ -152,18 +152,6 @@ def to_torch(args) -> None:
   print(f'{args.out}: {config.model.name} + {config.model.attention}, {which} weights of step {step}'
         + (' (BasicSR layout: params' + (', params_ema' if average else '') + ')' if config.model.name == 'msrresnet'
            else ' (a bare state dict)'), flush=True)
-
-
-def _run_task(workdir: str) -> str:
-  """config.json's task, or the same one-line errors as predict's for what is not a run."""
-  from pfca_jax import predict
-  path = os.path.join(workdir or '', 'config.json')
-  try:
-    with open(path) as f:
-      task = json.load(f).get('task')
-  except (OSError, ValueError, AttributeError):
-    task = None
-  return task if task in predict.TASK_COMMANDS else 'classification'  # open_run then names the problem.
 
 
 class _Parser(argparse.ArgumentParser):

@@ -119,6 +119,11 @@ def leaves(model_name: str, variables) -> list[Leaf]:
   return result
 
 
+def flat(variables) -> dict:
+  """{'params/conv1/kernel': leaf, ...} of a variable tree {collection: nested mapping}."""
+  return {'/'.join((collection, *path)): value for collection, tree in variables.items() for path, value in walk(tree)}
+
+
 def in_call_order(variables, order: dict[tuple[str, ...], int]) -> dict:
   """The variable tree with every level's keys sorted by when their module was first called (`order`:
   module path -> rank); names never called keep their relative order, after the others."""

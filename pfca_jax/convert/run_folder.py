@@ -13,7 +13,6 @@ import os
 import jax
 import numpy as np
 
-from pfca_jax.convert import layout
 from pfca_jax.errors import UserError
 from pfca_jax.train import checkpointing, reporting, run_identity
 
@@ -53,26 +52,22 @@ def write(out: str, config, variables: dict, source: dict) -> None:
   reporting.write_json(out, 'config.json', dict(record, converted_from=source))
 
 
-def read_weights(workdir: str) -> tuple[int, dict, dict | None]:
-  """(step, trained weights, moving-average weights or None) of the newest readable checkpoint of a run,
-  each {'params', 'batch_stats'} of NumPy arrays."""
+def read_weights(workdir: str) -> tuple[int, dict, dict | None, dict]:
+  """(step, trained weights, moving-average weights or None, meta record) of the newest readable checkpoint
+  of a run or converted folder, the weights as {'params', 'batch_stats'} of NumPy arrays."""
   with checkpointing.reading(workdir) as (manager, step):
     if step is None:
       raise UserError(f'{workdir} has no complete checkpoint in {os.path.join(workdir, "checkpoints")}')
-    step, stored, _, damaged = checkpointing.restore_newest(manager)
+    step, stored, meta, damaged = checkpointing.restore_newest(manager)
   for bad_step, why in damaged:
     print(f'warning: the checkpoint of step {bad_step} cannot be read ({why}); using the one of step {step}',
           flush=True)
   trained = {k: stored.get(k) or {} for k in ('params', 'batch_stats')}
   average = stored.get('ema') or {}
-  return step, trained, (average if jax.tree.leaves(average) else None)
+  return step, trained, (average if jax.tree.leaves(average) else None), meta
 
 
 def num_classes(weights: dict) -> int | None:
   """The width of a ResNet's classifier (`fc`), from the weights themselves."""
   kernel = weights['params'].get('fc', {}).get('kernel')
   return None if kernel is None else int(np.shape(kernel)[-1])
-
-
-def count(variables: dict) -> int:
-  return sum(int(np.size(v)) for _, v in layout.walk(variables.get('params', {})))

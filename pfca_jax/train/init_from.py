@@ -11,6 +11,7 @@ not fit (another network, another number of classes or scale) is refused in one 
 compiled or written. A run resumed from its own checkpoint never reads init_from.
 """
 
+import dataclasses
 import json
 import os
 
@@ -18,17 +19,24 @@ import jax
 import numpy as np
 
 from pfca_jax import convert
-from pfca_jax.convert import layout, recognise, torch_files
+from pfca_jax.convert import layout, recognise, run_folder, torch_files
 from pfca_jax.errors import UserError
-from pfca_jax.train import checkpointing
 from pfca_jax.train.validation import check_local_path
 
 _ACCEPTS = ('a run folder (with checkpoints/), a folder written by python -m pfca_jax.convert --from-torch, or a '
             'PyTorch .pth file')
 
 
-def check(config) -> str | None:
-  """The path of config.init_from after checking it exists and is one of the accepted kinds; None when unset."""
+@dataclasses.dataclass(frozen=True)
+class Weights:
+  """config.init_from once checked: its path, and for a .pth file the state dict read then (read once)."""
+  path: str
+  state: dict | None = None
+  key: str | None = None  # Where in the file the state dict was: 'params_ema', 'params', ... or None.
+
+
+def check(config) -> Weights | None:
+  """config.init_from after checking it exists and is one of the accepted kinds; None when unset."""
   path = config.get('init_from', '')
   if not path:
     return None
@@ -36,11 +44,12 @@ def check(config) -> str | None:
   if not os.path.exists(path):
     raise UserError(f'init_from {path!r} does not exist; it takes {_ACCEPTS}')
   if os.path.isfile(path):  # Read now: a file that is not a checkpoint, or of another network, costs no data.
-    found = recognise.recognise(convert.torch_state_names(torch_files.read(path)[0]))
+    state, key = torch_files.read(path)
+    found = recognise.recognise(convert.torch_names(state))
     if found is not None and found[0] != config.model.name:
       raise UserError(f'init_from {path!r} holds {recognise.describe(found)} weights; this run trains '
                       f'{config.model.name}')
-    return path
+    return Weights(path, state, key)
   run_config = os.path.join(path, 'config.json')
   if not os.path.isfile(run_config) or not os.path.isdir(os.path.join(path, 'checkpoints')):
     raise UserError(f'init_from {path!r} is a folder without config.json and checkpoints/; it takes {_ACCEPTS}')
@@ -51,38 +60,27 @@ def check(config) -> str | None:
     raise UserError(f'init_from {path!r}: {run_config} is not the config of a pfca_jax run') from None
   if model != config.model.name:
     raise UserError(f'init_from {path!r} holds {model} weights; this run trains {config.model.name}')
-  return path
-
-
-def _flat(tree) -> dict[str, np.ndarray]:
-  return {'/'.join((collection, *path)): np.asarray(value)
-          for collection, sub in tree.items() for path, value in layout.walk(sub)}
+  return Weights(path)
 
 
 def _from_folder(path: str) -> tuple[dict[str, np.ndarray], dict]:
   """{flax name: array} of the folder's newest readable checkpoint: its moving average when it has one."""
-  with checkpointing.reading(path) as (manager, step):
-    if step is None:
-      raise UserError(f'init_from {path!r} has no complete checkpoint in {os.path.join(path, "checkpoints")}')
-    step, stored, meta, _ = checkpointing.restore_newest(manager)
-  average = stored.get('ema') or {}
-  weights = average if jax.tree.leaves(average) else {k: stored.get(k) or {} for k in ('params', 'batch_stats')}
-  source = {'folder': os.path.abspath(path), 'step': step,
-            'weights': 'moving average' if weights is average else 'trained'}
+  step, trained, average, meta = run_folder.read_weights(path)
+  source = {'folder': os.path.abspath(path), 'step': step, 'weights': 'moving average' if average else 'trained'}
   if 'converted_from' in meta:
     source['converted_from'] = meta['converted_from']
-  return _flat(weights), source
+  return {name: np.asarray(value) for name, value in layout.flat(average or trained).items()}, source
 
 
-def _from_file(path: str, model_name: str, wanted: list) -> tuple[dict[str, np.ndarray], dict]:
-  state, key = torch_files.read(path)
-  names = convert.torch_state_names(state)
-  values = convert.read_torch_leaves(names, model_name, [leaf for leaf in wanted if not layout.is_attention(leaf)],
-                                     {}, what=f'init_from {path}')
-  return {leaf.flax_name: value for leaf, value in values.items()}, {'file': os.path.abspath(path), 'key': key}
+def _from_file(weights: Weights, model_name: str, wanted: list) -> tuple[dict[str, np.ndarray], dict]:
+  values = convert.read_torch_leaves(convert.torch_state_names(weights.state), model_name,
+                                     [leaf for leaf in wanted if not layout.is_attention(leaf)], {},
+                                     what=f'init_from {weights.path}')
+  return ({leaf.flax_name: value for leaf, value in values.items()},
+          {'file': os.path.abspath(weights.path), 'key': weights.key})
 
 
-def load(path: str, model_name: str, abstract_state) -> tuple[dict[str, np.ndarray], dict]:
+def load(weights: Weights, model_name: str, abstract_state) -> tuple[dict[str, np.ndarray], dict]:
   """({flax name: array} for this run's parameters and BatchNorm statistics, a record of where they came from).
 
   Checked strictly against the state: every array except the attention's must be there with its shape,
@@ -90,8 +88,9 @@ def load(path: str, model_name: str, abstract_state) -> tuple[dict[str, np.ndarr
   are taken; absent ones keep their initialisation.
   """
   wanted = layout.leaves(model_name, {'params': abstract_state.params, 'batch_stats': abstract_state.batch_stats})
-  if os.path.isfile(path):
-    values, source = _from_file(path, model_name, wanted)
+  path = weights.path
+  if weights.state is not None:
+    values, source = _from_file(weights, model_name, wanted)
   else:
     values, source = _from_folder(path)
   required = {leaf.flax_name: leaf.flax_shape for leaf in wanted if not layout.is_attention(leaf)}

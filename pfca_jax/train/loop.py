@@ -47,7 +47,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   task = check_config(config)
   workdir = check_workdir(workdir)
   latest, recorded = run_identity.check_against_checkpoint(config, workdir)
-  init_path = init_from.check(config) if latest is None else None  # A resumed run never reads it.
+  init_weights = init_from.check(config) if latest is None else None  # A resumed run never reads it.
   task.open_data()
   model = task.create_model()
 
@@ -66,8 +66,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   keep_average = config.get('ema_decay', 0.0) > 0
   abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh, keep_average)
   initial_weights = None
-  if init_path is not None:  # Read and checked against the network before anything is written.
-    initial_weights, initialised_from = init_from.load(init_path, config.model.name, abstract)
+  if init_weights is not None:  # Read and checked against the network before anything is written.
+    initial_weights, initialised_from = init_from.load(init_weights, config.model.name, abstract)
 
   os.makedirs(workdir, exist_ok=True)  # Every check has passed: the first thing written.
   checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
