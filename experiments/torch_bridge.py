@@ -42,9 +42,10 @@ def test_batches():
   """The 360 preprocessed test digits and labels, exactly as the trainer's evaluation reads them."""
   from pfca_jax import data
   config = load_config()
-  info = data.dataset_info(config)
+  pipe = data.pipeline(config)
+  info = pipe.dataset_info(config)
   images, labels = [], []
-  batches, _ = data.eval_iterator(config, info)
+  batches, _ = pipe.eval_iterator(config, info)
   for batch in batches:
     mask = np.asarray(batch['mask']).astype(bool)
     images.append(np.asarray(batch['image'])[mask])

@@ -225,11 +225,27 @@ def _native_stderr_silenced():
     os.close(devnull)
 
 
+class MissingTensorFlow(UserError):
+  """TensorFlow or TFDS is needed (TFDS data, 16-bit PNGs) but cannot be imported."""
+
+  def __init__(self, error: ImportError):
+    super().__init__(f'TensorFlow Datasets cannot be imported ({error}): TFDS datasets and 16-bit PNGs are read '
+                     f'with it; install it with `pip install {TENSORFLOW_PACKAGES}`, or train on '
+                     f'config.dataset=\'synthetic\', which needs neither')
+
+
+# What `pip install` needs for the TFDS pipelines, the versions of requirements.txt.
+TENSORFLOW_PACKAGES = 'tensorflow-cpu==2.21.0 tensorflow-datasets==4.9.10'
+
+
 def import_tensorflow():
   """TensorFlow, imported without its start-up chatter and kept off the GPUs (JAX computes; TF only reads images)."""
   if 'tensorflow' not in sys.modules:
-    with _native_stderr_silenced():
-      import tensorflow  # noqa: F401
+    try:
+      with _native_stderr_silenced():
+        import tensorflow  # noqa: F401
+    except ImportError as e:
+      raise MissingTensorFlow(e) from None
   tf = sys.modules['tensorflow']
   try:
     tf.config.set_visible_devices([], 'GPU')

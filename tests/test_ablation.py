@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import load_repo_module
 
-from pfca_jax import data
+from pfca_jax.data import classification as data
 from pfca_jax.studies import ablation, compare
 from pfca_jax.train.checkpointing import TrainingStopped
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from conftest import REPO, checkpointed_state, load_repo_module
 
-from pfca_jax import data, train
+from pfca_jax import train
+from pfca_jax.data import classification as data
 from pfca_jax.data import fake_data
 from pfca_jax.train import checkpointing, reporting, run_identity, steps
 from pfca_jax.train.validation import UserError

@@ -14,7 +14,8 @@ from conftest import checkpointed_state, load_repo_module
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax import data, train
+from pfca_jax import train
+from pfca_jax.data import classification as data
 from pfca_jax.train import checkpointing, reporting
 from pfca_jax.train.validation import UserError
 

@@ -10,8 +10,8 @@ from typing import Callable, Iterator
 
 import jax
 import numpy as np
-import tensorflow as tf
 
+from pfca_jax import image_io
 from pfca_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
@@ -29,7 +29,9 @@ def process_index_count(process_index: int | None, process_count: int | None) ->
           jax.process_count() if process_count is None else process_count)
 
 
-def read_options() -> tf.data.Options:
+def read_options():
+  """The tf.data options of every pipeline (TensorFlow is imported here: synthetic data needs none)."""
+  tf = image_io.import_tensorflow()
   options = tf.data.Options()
   options.deterministic = True
   # One thread per op is better for a pipeline that runs many ops side by side.
@@ -59,12 +61,12 @@ def exactly(batches: Iterator[Batch], count: int, what: str) -> Iterator[Batch]:
                        'the data does not match its metadata')
 
 
-def resumable_epochs(build_epoch: Callable[..., tf.data.Dataset], *, seed: int, process_index: int,
+def resumable_epochs(build_epoch: Callable[..., object], *, seed: int, process_index: int,
                      start_step: int, steps_per_epoch: int, local_batch: int, what: str) -> Iterator[Batch]:
   """Batches of epochs start_step // steps_per_epoch, ... from `build_epoch`, exactly steps_per_epoch each.
 
-  build_epoch(files_seed=, shuffle_seed=, augment_seed=, skip_examples=) returns one epoch's batches from
-  example `skip_examples` on; only the first epoch skips.
+  build_epoch(files_seed=, shuffle_seed=, augment_seed=, skip_examples=) returns one epoch's batches (a
+  tf.data.Dataset) from example `skip_examples` on; only the first epoch skips.
   """
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}')

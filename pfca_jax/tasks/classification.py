@@ -47,7 +47,8 @@ class ClassificationTask:
 
   def open_data(self) -> None:
     """Reads the dataset's metadata (raising DatasetNotFoundError when it is not prepared)."""
-    self.info = data.dataset_info(self.config)
+    self.data = data.pipeline(self.config)
+    self.info = self.data.dataset_info(self.config)
 
   def create_model(self):
     return create_model(self.config, num_classes=self.info.num_classes)
@@ -56,10 +57,10 @@ class ClassificationTask:
     return (1, *self.info.image_shape)
 
   def steps_per_epoch(self) -> int:
-    return data.steps_per_epoch(self.info, self.config)
+    return self.data.steps_per_epoch(self.info, self.config)
 
   def train_batches(self, start_step: int):
-    return data.train_iterator(self.config, self.info, start_step=start_step)
+    return self.data.train_iterator(self.config, self.info, start_step=start_step)
 
   def loss(self, outputs, batch):
     return train_loss(outputs, batch, self.config.label_smoothing)
@@ -78,7 +79,7 @@ class ClassificationTask:
     stop: asked before each batch; True raises steps.EvaluationStopped (see `steps.evaluate`).
     """
     t0 = time.perf_counter()
-    batches, num_steps = data.eval_iterator(self._eval_config, self.info)
+    batches, num_steps = self.data.eval_iterator(self._eval_config, self.info)
     with progress.Progress(num_steps, f'eval {self.config.eval_split}', 'batch', leave=False,
                            enabled=jax.process_index() == 0) as bar:
       sums = steps.evaluate(self._eval_step, state,

@@ -27,8 +27,8 @@ from jax.experimental import multihost_utils
 from pfca_jax import metrics
 from pfca_jax.train import progress, steps
 from pfca_jax.tasks import tiling
+from pfca_jax import data
 from pfca_jax.data import epochs, sr_folders
-from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
 from pfca_jax.tasks.losses import l1_loss
@@ -74,7 +74,8 @@ class SuperResolutionTask:
       raise UserError(f'eval_tile={config.eval_tile}, eval_tile_overlap={config.eval_tile_overlap}: {e}') from None
 
   def open_data(self) -> None:
-    self.info = sr_data.dataset_info(self.config)
+    self.data = data.pipeline(self.config)
+    self.info = self.data.dataset_info(self.config)
 
   def create_model(self):
     self.model = create_model(self.config, scale=self.config.scale)
@@ -84,10 +85,10 @@ class SuperResolutionTask:
     return (1, self.info.lr_patch, self.info.lr_patch, 3)
 
   def steps_per_epoch(self) -> int:
-    return sr_data.steps_per_epoch(self.info, self.config)
+    return self.data.steps_per_epoch(self.info, self.config)
 
   def train_batches(self, start_step: int):
-    return sr_data.train_iterator(self.config, self.info, start_step=start_step)
+    return self.data.train_iterator(self.config, self.info, start_step=start_step)
 
   def loss(self, outputs, batch):
     return l1_loss(outputs, batch)
@@ -100,7 +101,7 @@ class SuperResolutionTask:
   def _sets(self):
     """(name, images) per set, images() giving this process's share of the set's first eval_max_images."""
     config = self.config
-    yield config.dataset, lambda: sr_data.eval_images(config, max_images=config.eval_max_images)
+    yield config.dataset, lambda: self.data.eval_images(config, max_images=config.eval_max_images)
     for name, hr_dir, lr_dir in self.folders:
       yield name, lambda h=hr_dir, l=lr_dir: self._local_share(
           sr_folders.folder_images(h, config.scale, lr_dir=l, downscale=imresize), config.eval_max_images)

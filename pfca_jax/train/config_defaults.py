@@ -31,7 +31,8 @@ def classification() -> ml_collections.ConfigDict:
   # | xla | matmul; same parameters and outputs either way (pfca_jax/models/fast/conv.py).
   c.model.conv_impl = 'auto'
 
-  c.dataset = 'cifar100'              # cifar100 | imagenet2012 (prepared TFDS data) | sklearn_digits (offline).
+  # cifar100 | imagenet2012 (prepared TFDS data) | sklearn_digits (offline) | synthetic (generated, below).
+  c.dataset = 'cifar100'
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.
   c.train_split = 'train'             # TFDS split trained on.
   c.eval_split = 'test'               # TFDS split evaluated on, every example counted.
@@ -40,6 +41,9 @@ def classification() -> ml_collections.ConfigDict:
   c.eval_resize_size = 256            # ImageNet: shorter side resized to this before the centre crop.
   c.shuffle_buffer_size = 10_000      # Examples in tf.data's shuffle buffer (per process).
   c.cache_train = True                # Keep the decoded train split in memory (small datasets only).
+  # dataset='synthetic': generated images of image_size, without files or TensorFlow, for measuring the
+  # trainer and checking a machine (docs/synthetic.md). Its classes and split sizes (CIFAR-100's here):
+  c.synthetic = ml_collections.ConfigDict({'num_classes': 100, 'train_examples': 50_000, 'eval_examples': 10_000})
 
   c.batch_size = 128                  # Global batch over all devices and processes.
   c.eval_batch_size = 1000            # Global eval batch; rounded up to a multiple of the device count.
@@ -95,6 +99,7 @@ def imagenet() -> ml_collections.ConfigDict:
   c.eval_split = 'validation'
   c.image_size = 224
   c.cache_train = False               # 1.28M JPEGs do not fit in memory.
+  c.synthetic.update({'num_classes': 1000, 'train_examples': 1_281_167, 'eval_examples': 50_000})  # ImageNet's.
   c.batch_size = 256
   c.eval_batch_size = 500
   c.num_epochs = 100.0
@@ -125,7 +130,9 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   # | xla | matmul; same parameters and outputs either way (pfca_jax/models/fast/conv.py).
   c.model.conv_impl = 'auto'
 
-  c.dataset = 'div2k'                 # TFDS div2k/bicubic_x{scale}: 800 train, 100 validation pairs.
+  # div2k: TFDS div2k/bicubic_x{scale}, 800 train and 100 validation pairs | skimage_photos (offline) |
+  # synthetic: generated pairs, without files or TensorFlow, for measuring the trainer (docs/synthetic.md).
+  c.dataset = 'div2k'
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.
   c.scale = scale                     # Upscaling factor: 2, 3 or 4.
   c.train_split = 'train'
@@ -134,6 +141,8 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.patches_per_image = 100           # Patches drawn from each image per epoch (BasicSR's enlarge ratio).
   c.shuffle_buffer_size = 2_000       # Examples in tf.data's shuffle buffer (per process).
   c.cache_train = False               # Keep decoded DIV2K train pairs in memory (x4: ~6.5 GB).
+  # dataset='synthetic': images per epoch (DIV2K's 800) and whole evaluation images, of fixed sizes.
+  c.synthetic = ml_collections.ConfigDict({'train_images': 800, 'eval_images': 3})
 
   c.batch_size = 16                   # Global batch of patch pairs.
   c.num_train_steps = 1_000_000       # Iterations, not epochs.

@@ -15,7 +15,7 @@ import time
 import jax
 import ml_collections
 
-from pfca_jax import models
+from pfca_jax import data, models
 from pfca_jax.tasks import classification, super_resolution
 from pfca_jax.train import (checkpointing, init_from, optim, provenance, reporting, run_identity, sharding, steps,
                             train_state)
@@ -101,10 +101,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  + (f', resuming at step {start_step}' if start_step else '')
                  + (' (init_from is not read: a resumed run continues from its own checkpoint)'
                     if start_step and config.get('init_from') else ''))
+  if config.dataset == data.SYNTHETIC:
+    reporter.print(task.data.DESCRIPTION)
   if 'initialised_from' in meta and start_step == 0:
     reporter.print(init_from.describe(meta['initialised_from']))
   if start_step == 0:
-    reporter.writer.write_hparams({k: str(v) for k, v in config.to_dict().items() if not isinstance(v, dict)})
+    reporter.write_config(start_step, config)
 
   train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key,
                                      ema_decay=config.get('ema_decay', 0.0))

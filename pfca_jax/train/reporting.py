@@ -2,9 +2,9 @@
 
 Train metrics stay on the device until a log step, so the host never waits on the step it just
 launched; they are then fetched together, checked for NaN/Inf (naming the first bad step) and
-averaged. Every scalar also goes to WORKDIR/metrics.jsonl, one JSON object per write
-({"step": S, "train/loss": ...}), which `pfca_jax.plot` and the experiment scripts read without
-TensorFlow. Only process 0 prints and writes files.
+averaged. Every scalar goes to TensorBoard's event file (written without TensorFlow, `event_file`)
+and to WORKDIR/metrics.jsonl, one JSON object per write ({"step": S, "train/loss": ...}), which
+`pfca_jax.plot` and the experiment scripts read. Only process 0 prints and writes files.
 """
 
 import json
@@ -14,10 +14,9 @@ import time
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 from pfca_jax.errors import RunFailed
-from pfca_jax.train import metrics_log, progress
+from pfca_jax.train import event_file, metrics_log, progress
 
 
 class TrainingDiverged(RunFailed):
@@ -34,7 +33,7 @@ class Reporter:
   def __init__(self, workdir: str, total_steps: int, global_batch: int, start_step: int):
     self.is_main = jax.process_index() == 0
     self.workdir = workdir
-    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
+    self.events = event_file.EventFile(workdir) if self.is_main else None
     self.total_steps = total_steps
     self.global_batch = global_batch
     self._pending = []
@@ -55,9 +54,15 @@ class Reporter:
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     """To TensorBoard and to WORKDIR/metrics.jsonl."""
-    self.writer.write_scalars(step, scalars)
     if self.is_main:
+      self.events.write_scalars(step, scalars)
       metrics_log.append(self._jsonl, step, scalars)
+
+  def write_config(self, step: int, config) -> None:
+    """The whole config as TensorBoard text (tag 'config'), beside config.json."""
+    if self.is_main:
+      text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+      self.events.write_text(step, 'config', '\n'.join('    ' + line for line in text.splitlines()))
 
   def add_train(self, step: int, metrics) -> None:
     """Keeps a step's metrics (device arrays) until the next `flush_train`."""
@@ -112,7 +117,7 @@ class Reporter:
     """A uint8 HxWx3 image to TensorBoard and to WORKDIR/<name>_step<step>.png."""
     if not self.is_main:
       return
-    self.writer.write_images(step, {name: image[None]})
+    self.events.write_images(step, {name: image})
     path = os.path.join(self.workdir, f'{name}_step{step}.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     from PIL import Image  # Only evaluation that writes samples needs it.
@@ -120,8 +125,8 @@ class Reporter:
 
   def close(self) -> None:
     self.progress.close()
-    self.writer.flush()
-    self.writer.close()
+    if self.is_main:
+      self.events.close()
 
 
 def write_json(workdir: str, name: str, content: dict) -> None:

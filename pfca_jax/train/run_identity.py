@@ -16,6 +16,7 @@ import os
 import ml_collections
 import numpy as np
 
+from pfca_jax.data import SYNTHETIC
 from pfca_jax.train import checkpointing, optim
 from pfca_jax.errors import UserError
 
@@ -76,7 +77,12 @@ def differences(recorded: dict, current: dict, ignore=()) -> list[tuple[str, obj
 def identity_differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
   """The differences that make `current` another run than `recorded` (the length is judged apart)."""
   recorded = {**ADDED_LATER, **recorded}
-  return differences(recorded, current, ignore=(*MAY_CHANGE_ON_RESUME, *LENGTH_FIELDS))
+  ignore = [*MAY_CHANGE_ON_RESUME, *LENGTH_FIELDS]
+  if SYNTHETIC not in (recorded.get('dataset'), current.get('dataset')):
+    # The synthetic data's sizes say nothing about a run on real data (and runs recorded before they existed
+    # lack them).
+    ignore += [name for name in flatten(recorded).keys() | flatten(current).keys() if name.startswith('synthetic.')]
+  return differences(recorded, current, ignore=ignore)
 
 
 def _show(value) -> str:

@@ -97,7 +97,7 @@ def check_workdir(workdir: str) -> str:
   if not workdir:
     raise UserError('--workdir is required: the folder for checkpoints, TensorBoard events and results.json')
   # Checkpoints, TensorBoard events and the JSON records are written with local file APIs (orbax's async
-  # saves, clu's writer, open()): a URL would silently become a local folder named after the scheme.
+  # saves, the event file, open()): a URL would silently become a local folder named after the scheme.
   check_local_path(workdir, '--workdir')
   path = os.path.abspath(os.path.expanduser(workdir))
   existing = path
