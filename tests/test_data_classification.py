@@ -10,7 +10,6 @@ import io
 import socket
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import skimage.data
@@ -18,63 +17,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from pfca_jax import data
-from pfca_jax.data import fake_data, preprocessing
-
-CIFAR_MEAN, CIFAR_STD = np.array([0.5071, 0.4865, 0.4409]), np.array([0.2673, 0.2564, 0.2762])
-IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-NUM_CIFAR_TRAIN, NUM_CIFAR_TEST = 50, 23
-CHELSEA_LABEL = 999  # The other fake ImageNet labels are drawn below it.
-
-
-def config(dataset, data_dir, **overrides):
-  fields = dict(dataset=dataset, data_dir=str(data_dir), train_split='train', image_size=32, crop_padding=4,
-                eval_resize_size=256, shuffle_buffer_size=64, cache_train=False, seed=0, batch_size=8,
-                eval_batch_size=6)
-  fields.update({'cifar100': dict(eval_split='test'),
-                 'imagenet2012': dict(eval_split='validation', image_size=24, eval_resize_size=28)}[dataset])
-  fields.update(overrides)
-  return ml_collections.ConfigDict(fields)
-
-
-@pytest.fixture(scope='module')
-def cifar_images():
-  rng = np.random.default_rng(0)
-  return {split: rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-          for split, n in [('train', NUM_CIFAR_TRAIN), ('test', NUM_CIFAR_TEST)]}
-
-
-@pytest.fixture(scope='module')
-def cifar_dir(tmp_path_factory, cifar_images):
-  """Label i is the i-th image of its split, so labels identify examples."""
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  fake_data.write_fake_dataset('cifar100', data_dir, {
-      split: [(image, label) for label, image in enumerate(images)] for split, images in cifar_images.items()},
-      num_shards=3)
-  return data_dir
-
-
-@pytest.fixture(scope='module')
-def imagenet_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  fake_data.write_fake_dataset('imagenet2012', data_dir, {
-      'train': fake_data.fake_examples('imagenet2012', 20, num_classes=CHELSEA_LABEL),
-      'validation': [(skimage.data.chelsea(), CHELSEA_LABEL)] + fake_data.fake_examples(
-          'imagenet2012', 6, seed=1, num_classes=CHELSEA_LABEL)})
-  return data_dir
-
-
-def take(iterator, n):
-  return [next(iterator) for _ in range(n)]
-
-
-def labels_of(batches):
-  return np.concatenate([b['label'] for b in batches]).tolist()
-
-
-def normalised_range(mean, std):
-  return (0 - mean) / std, (1 - mean) / std
-
+from classification_data import (  # noqa: F401 -- fixtures are used by name.
+    CHELSEA_LABEL, CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, NUM_CIFAR_TEST, cifar_dir, cifar_images, config,
+    imagenet_dir, labels_of, normalised_range, take)
+from pfca_jax.data import classification as data
+from pfca_jax.data import preprocessing, tfds_source
 
 # --- Errors -------------------------------------------------------------------
 
@@ -95,7 +42,7 @@ def test_missing_dataset_fails_fast_offline_in_one_line(tmp_path, monkeypatch, d
   monkeypatch.setattr(socket, 'getaddrinfo', no_network)
   monkeypatch.setattr(socket.socket, 'connect', no_network)
   start = time.perf_counter()
-  with pytest.raises(data.DatasetNotFoundError) as error:
+  with pytest.raises(tfds_source.DatasetNotFoundError) as error:
     data.dataset_info(config(dataset, tmp_path))
   assert time.perf_counter() - start < 10
   message = str(error.value)
@@ -107,7 +54,7 @@ def test_missing_dataset_fails_fast_offline_in_one_line(tmp_path, monkeypatch, d
 def test_missing_dataset_names_the_versions_found(tmp_path):
   (tmp_path / 'cifar100' / '3.0.1').mkdir(parents=True)
   (tmp_path / 'cifar100' / '3.0.1' / 'dataset_info.json').write_text('{}')
-  with pytest.raises(data.DatasetNotFoundError, match=r'version 3\.0\.2 .*found only version\(s\) 3\.0\.1'):
+  with pytest.raises(tfds_source.DatasetNotFoundError, match=r'version 3\.0\.2 .*found only version\(s\) 3\.0\.1'):
     data.dataset_info(config('cifar100', tmp_path))
 
 
@@ -223,30 +170,6 @@ def test_same_seed_same_batches_other_seed_other_order(cifar_dir):
   a, b, c = run(0), run(0), run(1)
   assert all(np.array_equal(x['image'], y['image']) and np.array_equal(x['label'], y['label']) for x, y in zip(a, b))
   assert labels_of(a) != labels_of(c)
-
-
-@pytest.mark.parametrize('dataset, cache_train', [('cifar100', False), ('cifar100', True), ('imagenet2012', False)])
-def test_exact_resume_mid_epoch_and_at_epoch_boundaries(request, dataset, cache_train):
-  cfg = config(dataset, request.getfixturevalue({'cifar100': 'cifar_dir', 'imagenet2012': 'imagenet_dir'}[dataset]),
-               cache_train=cache_train, batch_size=4)
-  info = data.dataset_info(cfg)
-  spe = data.steps_per_epoch(info, cfg)
-  total = 2 * spe + 3
-  reference = take(data.train_iterator(cfg, info), total)
-  for start in (3, spe, spe + 1, 2 * spe + 2):
-    resumed = take(data.train_iterator(cfg, info, start_step=start), total - start)
-    for step, (got, want) in enumerate(zip(resumed, reference[start:]), start):
-      assert np.array_equal(got['label'], want['label']), (start, step)
-      assert np.array_equal(got['image'], want['image']), (start, step)
-
-
-def test_resume_is_not_vacuous(cifar_dir):
-  # Batches of different steps differ, so the resume test compares something.
-  cfg = config('cifar100', cifar_dir)
-  info = data.dataset_info(cfg)
-  a, b = take(data.train_iterator(cfg, info), 2)
-  assert not np.array_equal(a['label'], b['label'])
-  assert not np.array_equal(next(data.train_iterator(cfg, info, start_step=1))['label'], a['label'])
 
 
 # --- Eval ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ command. The synthetic datasets (`synthetic`) need neither TensorFlow nor any da
 import importlib
 
 from pfca_jax import image_io
+from pfca_jax.errors import UserError
 
 SYNTHETIC = 'synthetic'  # config.dataset of the generated data, for either task.
 _TFDS_PIPELINES = {'classification': 'pfca_jax.data.classification',
@@ -26,7 +27,10 @@ def pipeline(config):
   """The module with dataset_info, steps_per_epoch, train_iterator and the evaluation readers for `config`."""
   if config.dataset == SYNTHETIC:
     return importlib.import_module(_SYNTHETIC_PIPELINES[config.task])
-  return tfds_pipeline(config.task)
+  try:
+    return tfds_pipeline(config.task)
+  except image_io.MissingTensorFlow as e:  # Which dataset wanted it (a misspelt name included).
+    raise UserError(f'config.dataset={config.dataset!r}: {e}') from None
 
 
 def tfds_pipeline(task: str):

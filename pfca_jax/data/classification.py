@@ -12,12 +12,12 @@ a `DatasetSpec`.
 import dataclasses
 from typing import Any, Callable, Iterator
 
-import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax.data import digits, epochs, preprocessing, tfds_source
+from pfca_jax.data import SYNTHETIC, digits, epochs, file_order, preprocessing, tfds_source
+from pfca_jax.data.metadata import DatasetInfo, steps_per_epoch  # noqa: F401 (part of this module's interface)
 from pfca_jax.errors import UserError
 
 Batch = epochs.Batch
@@ -111,20 +111,8 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def get_spec(name: str) -> DatasetSpec:
   if name not in DATASETS:
-    raise UserError(f'Unknown dataset {name!r}; supported datasets: {", ".join(sorted(DATASETS))}')
+    raise UserError(f'Unknown dataset {name!r}; supported datasets: {", ".join(sorted([*DATASETS, SYNTHETIC]))}')
   return DATASETS[name]
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the trainer needs to know before reading any example.
-
-  `image_shape` is that of the preprocessed images the model sees.
-  """
-  num_classes: int
-  num_train_examples: int
-  num_eval_examples: int
-  image_shape: tuple[int, int, int]
 
 
 def _open(config) -> tuple[DatasetSpec, tfds.core.DatasetBuilder]:
@@ -151,63 +139,59 @@ def dataset_info(config) -> DatasetInfo:
   )
 
 
-def steps_per_epoch(info: DatasetInfo, config, *, process_count: int | None = None) -> int:
-  """Global steps in one pass over the train split.
-
-  Every process reads num_train // process_count examples in full batches only,
-  so all processes run the same number of steps and the remainders are dropped.
-  """
-  process_count = jax.process_count() if process_count is None else process_count
-  local_batch = epochs.local_batch_size(config.batch_size, process_count, 'batch_size')
-  steps = (info.num_train_examples // process_count) // local_batch
-  if steps == 0:
-    raise UserError(f'The train split ({info.num_train_examples} examples over {process_count} processes) is '
-                     f'smaller than one batch (config.batch_size={config.batch_size})')
-  return steps
-
-
 def _image_and_label(example):
   return {'image': example['image'], 'label': tf.cast(example['label'], tf.int32)}
 
 
-def _read_encoded(builder, split, *, shuffle_seed: int | None) -> tf.data.Dataset:
-  """{'image': encoded bytes, 'label'} in file order, the file order shuffled when a seed is given."""
-  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=epochs.read_options())
-  decoders = tfds.decode.PartialDecoding({'image': True, 'label': True},
-                                         decoders={'image': tfds.decode.SkipDecoding()})
-  ds = builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, decoders=decoders,
-                          read_config=read_config)
-  return ds.map(_image_and_label)
+_ENCODED = tfds.decode.PartialDecoding({'image': True, 'label': True},
+                                       decoders={'image': tfds.decode.SkipDecoding()})
 
 
-def _cached_decoded(builder, spec: DatasetSpec, split) -> tf.data.Dataset:
-  """A split decoded to uint8 and cached in memory when first read in full.
+def _read_encoded(builder, split) -> tf.data.Dataset:
+  """{'image': encoded bytes, 'label'} in TFDS's order (for evaluation, where the order does not matter)."""
+  read_config = tfds.ReadConfig(try_autocache=False, options=epochs.read_options())
+  return builder.as_dataset(split=split, shuffle_files=False, decoders=_ENCODED,
+                            read_config=read_config).map(_image_and_label)
+
+
+def _read_train(builder, split, files, position: int) -> tf.data.Dataset:
+  """{'image': encoded bytes, 'label'} of `files` (file_order instructions) read in turn, from `position` on."""
+  return file_order.read_in_order(builder, split, files, decoders=_ENCODED, options=epochs.read_options(),
+                                  position=position).map(_image_and_label)
+
+
+def _cached_decoded(builder, spec: DatasetSpec, split, files) -> tf.data.Dataset:
+  """The split decoded to uint8, in the order of `files`, cached in memory when first read in full.
 
   The cache lives as long as the returned dataset; every epoch pipeline is built
   on this one object, so the data is read and decoded once per run.
   """
-  ds = _read_encoded(builder, split, shuffle_seed=None)
-  ds = ds.map(lambda ex: {'image': spec.decode(ex['image']), 'label': ex['label']},
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _read_train(builder, split, files, 0).map(lambda ex: {'image': spec.decode(ex['image']), 'label': ex['label']},
+                                                 num_parallel_calls=tf.data.AUTOTUNE)
   return ds.cache()
 
 
-def _train_epoch(examples: tf.data.Dataset, spec: DatasetSpec, config, *, shuffle_seed: int,
-                 augment_seed: np.ndarray, skip_examples: int, local_batch: int) -> tf.data.Dataset:
-  """Shuffled, augmented batches of one epoch of `examples`, from example `skip_examples` on.
+def _train_epoch(read_from: Callable[[int], tf.data.Dataset], num_examples: int, spec: DatasetSpec, config, *,
+                 decode: bool, shuffle_seed: int, augment_seed: np.ndarray, skip_examples: int,
+                 local_batch: int) -> tf.data.Dataset:
+  """Shuffled, augmented batches of one epoch, from example `skip_examples` on.
 
-  Example i of the epoch is augmented with the seed fold_in(augment_seed, i), i
-  counted before the skip, so a resumed epoch gives the same pixels whatever
-  the parallelism. The skip comes before decoding: resuming costs reading the
-  skipped records, not decoding them.
+  read_from(p) is the epoch's sequence of examples from its p-th on; windows of
+  config.shuffle_buffer_size consecutive ones are shuffled (file_order.windowed_shuffle),
+  so a resumed epoch reads at most one file and one window before its first batch.
+  Example i of the epoch is augmented with the seed fold_in(augment_seed, i), so
+  a resumed epoch gives the same pixels whatever the parallelism. With `decode`
+  the (encoded) images are decoded first, after the skip: the train preprocessing
+  then sees what the cache would have held.
   """
-  ds = examples.shuffle(config.shuffle_buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  ds = ds.enumerate().skip(skip_examples)
+  ds = file_order.windowed_shuffle(read_from, num_examples=num_examples, window=config.shuffle_buffer_size,
+                                   shuffle_seed=shuffle_seed, start=skip_examples)
   augment_seed = tf.constant(augment_seed)
 
   def preprocess(index, example):
     seed = tf.random.experimental.stateless_fold_in(augment_seed, index)
-    image = spec.train_preprocess(example['image'], seed, config)
+    image = spec.decode(example['image']) if decode else example['image']
+    image = spec.train_preprocess(image, seed, config)
     return {'image': preprocessing.normalize(image, spec.mean, spec.std), 'label': example['label']}
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
@@ -221,18 +205,20 @@ def train_iterator(config, info: DatasetInfo, start_step: int = 0, *, process_in
 
   B = config.batch_size // process_count. Epoch e is a pass over this process's
   share of the train split (N // process_count examples), in an order that
-  depends only on (config.seed, e, process_index): file order and shuffle buffer
-  are seeded from them; with config.cache_train the decoded share is kept in
-  memory after the first pass and only the buffer shuffles. Each epoch yields
-  exactly steps_per_epoch batches.
+  depends only on (config.seed, e, process_index): the share's files are read one
+  after the other in an order drawn from them, and each window of
+  config.shuffle_buffer_size consecutive examples is shuffled with a seed of its
+  own (pfca_jax/data/file_order.py). With config.cache_train the decoded share is
+  kept in memory after the first full pass, in a fixed file order, and only the
+  windows shuffle. Each epoch yields exactly steps_per_epoch batches.
 
   Batch k of this iterator is bit-identical to batch start_step + k of one
-  started at step 0. It resumes at epoch start_step // steps_per_epoch and
-  skips (start_step % steps_per_epoch) * B examples of it before decoding. That
-  costs reading and shuffling (not decoding) up to one epoch's share of records:
-  under a second for CIFAR, for ImageNet up to ~140 GB / process_count of
-  TFRecords, i.e. minutes from a local disk; with config.cache_train it is the
-  first pass that fills the cache anyway.
+  started at step 0. It resumes at epoch start_step // steps_per_epoch, example
+  (start_step % steps_per_epoch) * B: files before that example's window are
+  skipped by their record counts, so start-up reads at most one file and one
+  window (read, not decoded, beyond the resume point), wherever the resume point
+  is in the epoch. With config.cache_train a resumed partial epoch is read from
+  the files the same way, and the next epoch fills the cache.
 
   `process_index`/`process_count` default to JAX's; tests pass them to simulate
   several processes.
@@ -242,21 +228,27 @@ def train_iterator(config, info: DatasetInfo, start_step: int = 0, *, process_in
   local_batch = config.batch_size // process_count
   spec, builder = _open(config)
   share = tfds_source.process_share(config.train_split, process_index, process_count, drop_remainder=True)
-  if tfds_source.num_examples(builder, share) // local_batch != spe:
+  num_share = tfds_source.num_examples(builder, share)
+  if num_share // local_batch != spe:
     raise ValueError(f'The train split of {config.dataset} in {config.data_dir} does not have the '
                      f'{info.num_train_examples} examples `info` says; was `info` made from another config?')
-  if config.cache_train:
-    cached = _cached_decoded(builder, spec, share)
-    read_epoch = lambda files_seed: cached  # The cache fixed the file order; the buffer shuffles it all.
-  else:
-    read_epoch = lambda files_seed: _read_encoded(builder, share, shuffle_seed=files_seed)
+  files = file_order.file_instructions(builder, share)
+  cached = _cached_decoded(builder, spec, share, files) if config.cache_train else None
 
-  return epochs.resumable_epochs(
-      lambda files_seed, shuffle_seed, augment_seed, skip_examples: _train_epoch(
-          read_epoch(files_seed), spec, config, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
-          skip_examples=skip_examples, local_batch=local_batch),
-      seed=config.seed, process_index=process_index, start_step=start_step, steps_per_epoch=spe,
-      local_batch=local_batch, what='train')
+  def build_epoch(files_seed, shuffle_seed, augment_seed, skip_examples):
+    if cached is not None and skip_examples == 0:
+      read_from, decode = (lambda position: cached), False  # The cache fixed the file order; windows shuffle.
+    elif cached is not None:
+      # A resumed partial epoch reads the cache's order from the files; the next (whole) epoch fills the cache.
+      read_from, decode = (lambda position: _read_train(builder, share, files, position)), True
+    else:
+      epoch_files = files if files is None else file_order.ordered(files, files_seed)
+      read_from, decode = (lambda position: _read_train(builder, share, epoch_files, position)), False
+    return _train_epoch(read_from, num_share, spec, config, decode=decode, shuffle_seed=shuffle_seed,
+                        augment_seed=augment_seed, skip_examples=skip_examples, local_batch=local_batch)
+
+  return epochs.resumable_epochs(build_epoch, seed=config.seed, process_index=process_index,
+                                 start_step=start_step, steps_per_epoch=spe, local_batch=local_batch, what='train')
 
 
 def eval_dataset(config, split: str | None = None, *, process_index: int | None = None,
@@ -282,7 +274,7 @@ def eval_dataset(config, split: str | None = None, *, process_index: int | None 
     return {'image': preprocessing.normalize(image, spec.mean, spec.std), 'label': example['label'],
             'mask': tf.constant(True)}
 
-  ds = _read_encoded(builder, share, shuffle_seed=None).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _read_encoded(builder, share).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   padding = {'image': tf.zeros((config.image_size, config.image_size, 3), tf.float32),
              'label': tf.constant(0, tf.int32), 'mask': tf.constant(False)}
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(num_padding))

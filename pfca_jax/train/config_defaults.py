@@ -39,7 +39,9 @@ def classification() -> ml_collections.ConfigDict:
   c.image_size = 32                   # Side of the square crops the network sees.
   c.crop_padding = 4                  # CIFAR: zero padding before the random crop.
   c.eval_resize_size = 256            # ImageNet: shorter side resized to this before the centre crop.
-  c.shuffle_buffer_size = 10_000      # Examples in tf.data's shuffle buffer (per process).
+  # Examples per shuffled window (per process; up to two windows of encoded records in memory): each
+  # epoch reads its files in a seeded order and shuffles windows of this many consecutive examples.
+  c.shuffle_buffer_size = 10_000
   c.cache_train = True                # Keep the decoded train split in memory (small datasets only).
   # dataset='synthetic': generated images of image_size, without files or TensorFlow, for measuring the
   # trainer and checking a machine (docs/synthetic.md). Its classes and split sizes (CIFAR-100's here):
