@@ -61,6 +61,14 @@ def exactly(batches: Iterator[Batch], count: int, what: str) -> Iterator[Batch]:
                        'the data does not match its metadata')
 
 
+def cycled(batches, start_step: int) -> Iterator[Batch]:
+  """batches[s % len(batches)] for s = start_step, start_step + 1, ...: generated data, resumable at any step."""
+  if start_step < 0:
+    raise ValueError(f'start_step must be >= 0, got {start_step}')
+  for step in itertools.count(start_step):
+    yield batches[step % len(batches)]
+
+
 def resumable_epochs(build_epoch: Callable[..., object], *, seed: int, process_index: int,
                      start_step: int, steps_per_epoch: int, local_batch: int, what: str) -> Iterator[Batch]:
   """Batches of epochs start_step // steps_per_epoch, ... from `build_epoch`, exactly steps_per_epoch each.

@@ -81,17 +81,12 @@ def train_iterator(config, info: metadata.DatasetInfo, start_step: int = 0, *, p
 
   Batch k is batch start_step + k of a run started at step 0, whatever the start.
   """
-  if start_step < 0:
-    raise ValueError(f'start_step must be >= 0, got {start_step}')
   process_index, process_count = epochs.process_index_count(process_index, process_count)
   steps_per_epoch(info, config, process_count=process_count)  # A batch larger than the epoch fails here.
   local_batch = config.batch_size // process_count
   batches = _batches(config.seed, process_index, 0, TRAIN_BATCHES, local_batch, info.image_shape[0],
                      info.num_classes)
-  step = start_step
-  while True:
-    yield batches[step % TRAIN_BATCHES]
-    step += 1
+  return epochs.cycled(batches, start_step)
 
 
 def eval_iterator(config, info: metadata.DatasetInfo, split: str | None = None, *,

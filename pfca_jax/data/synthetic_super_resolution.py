@@ -83,16 +83,11 @@ def train_iterator(config, info: metadata.SRInfo, start_step: int = 0, *, proces
 
   Batch k is batch start_step + k of a run started at step 0, whatever the start.
   """
-  if start_step < 0:
-    raise ValueError(f'start_step must be >= 0, got {start_step}')
   process_index, process_count = epochs.process_index_count(process_index, process_count)
   steps_per_epoch(info, config, process_count=process_count)  # A batch larger than the epoch fails here.
   batches = _train_batches(config.seed, process_index, config.batch_size // process_count, info.hr_patch,
                            info.scale)
-  step = start_step
-  while True:
-    yield batches[step % TRAIN_BATCHES]
-    step += 1
+  return epochs.cycled(batches, start_step)
 
 
 def eval_images(config, split: str | None = None, *, max_images: int = -1, process_index: int | None = None,
