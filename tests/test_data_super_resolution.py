@@ -228,12 +228,12 @@ def test_patches_aligned_augmented_alike_and_each_image_per_epoch(data_dir, trai
 
 
 @pytest.mark.parametrize('cache_train', [False, True])
-def test_resume_is_bit_identical(data_dir, cache_train):
-  config = make_config(data_dir, cache_train=cache_train)
+@pytest.mark.parametrize('window', [4, 16])  # Windows inside one pass over the images, and across passes.
+def test_resume_at_every_step_is_bit_identical(data_dir, cache_train, window):
+  config = make_config(data_dir, cache_train=cache_train, shuffle_buffer_size=window)
   info = sr.dataset_info(config)
   full = take(sr.train_iterator(config, info, process_index=0, process_count=1), 2 * STEPS + 2)
-  # Mid-epoch, the first batch of an epoch, and mid second epoch.
-  for start in (3, STEPS, STEPS + 2):
+  for start in range(1, 2 * STEPS + 2):
     resumed = take(sr.train_iterator(config, info, start, process_index=0, process_count=1), 2 * STEPS + 2 - start)
     assert_same_batches(resumed, full[start:])
 

@@ -11,33 +11,22 @@ augmentation come from stateless seeds of (config.seed, epoch, process_index,
 position in the epoch), so a resumed run yields bit-identical batches.
 """
 
-import dataclasses
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from pfca_jax.data import epochs, skimage_photos, tfds_source
-# The classification module's seeding, batching and checking helpers are the
-# shared determinism machinery; reusing them keeps both pipelines resuming alike.
+from pfca_jax.data import SYNTHETIC, epochs, file_order, skimage_photos, tfds_source
+from pfca_jax.data.metadata import SRInfo, check_sr_config
+from pfca_jax.data.metadata import sr_steps_per_epoch as steps_per_epoch  # noqa: F401 (this module's interface)
 from pfca_jax.data.sr_folders import crop_pair, folder_images, mod_crop  # noqa: F401 (re-exported)
 from pfca_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
 
-SCALES = (2, 3, 4)
 PREPARE_HINT = ('Prepare it with `tfds build div2k/bicubic_x{scale} --data_dir={{data_dir}}` on a machine with '
                 'network (about 4 GB of downloads per scale), or copy a prepared div2k/ folder into {{data_dir}}.')
-
-
-@dataclasses.dataclass(frozen=True)
-class SRInfo:
-  """What the trainer needs to know before reading any example; patch sides are in pixels."""
-  num_train_examples: int
-  scale: int
-  lr_patch: int
-  hr_patch: int
 
 
 # Datasets of (LR, HR) pairs with DIV2K's features: None for data prepared beforehand with `tfds build`,
@@ -48,14 +37,8 @@ DATASETS = {'div2k': None, skimage_photos.NAME: skimage_photos.SkimagePhotos}
 def _check_config(config) -> None:
   if config.dataset not in DATASETS:
     raise UserError(f"Unknown super-resolution dataset {config.dataset!r}; supported datasets: "
-                    f"{', '.join(DATASETS)}")
-  if config.scale not in SCALES:
-    raise UserError(f'config.scale={config.scale!r} must be one of {SCALES} (the bicubic DIV2K configs)')
-  if config.hr_patch_size <= 0 or config.hr_patch_size % config.scale:
-    raise UserError(f'config.hr_patch_size={config.hr_patch_size} must be a positive multiple of '
-                    f'config.scale={config.scale}, so the LR patch has a whole number of pixels')
-  if config.patches_per_image < 1:
-    raise UserError(f'config.patches_per_image={config.patches_per_image} must be at least 1')
+                    f"{', '.join([*DATASETS, SYNTHETIC])}")
+  check_sr_config(config)
 
 
 def tfds_name(scale: int) -> str:
@@ -83,28 +66,21 @@ def dataset_info(config) -> SRInfo:
                 lr_patch=config.hr_patch_size // config.scale, hr_patch=config.hr_patch_size)
 
 
-def steps_per_epoch(info: SRInfo, config, *, process_count: int | None = None) -> int:
-  """Global steps in one epoch: every image of a process's share cropped config.patches_per_image times.
-
-  An epoch is patches_per_image passes (BasicSR's dataset_enlarge_ratio) so that
-  DIV2K's 800 images make more than 50 steps of 16, rather than restarting the
-  pipeline (and draining the shuffle buffer) every 50 steps.
-  """
-  _, process_count = epochs.process_index_count(0, process_count)
-  local_batch = epochs.local_batch_size(config.batch_size, process_count, 'batch_size')
-  steps = (info.num_train_examples // process_count * config.patches_per_image) // local_batch
-  if steps == 0:
-    raise UserError(f'One epoch ({info.num_train_examples} images x config.patches_per_image='
-                    f'{config.patches_per_image} over {process_count} processes) is smaller than one batch '
-                    f'(config.batch_size={config.batch_size})')
-  return steps
+_ENCODED = {'lr': tfds.decode.SkipDecoding(), 'hr': tfds.decode.SkipDecoding()}
 
 
-def _read_pairs(builder, split, *, shuffle_seed: int | None) -> tf.data.Dataset:
-  """{'lr', 'hr'} still PNG-encoded, in file order, shuffled by file when a seed is given."""
-  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, try_autocache=False, options=epochs.read_options())
-  return builder.as_dataset(split=split, shuffle_files=shuffle_seed is not None, read_config=read_config,
-                            decoders={'lr': tfds.decode.SkipDecoding(), 'hr': tfds.decode.SkipDecoding()})
+def _read_pairs(builder, split) -> tf.data.Dataset:
+  """{'lr', 'hr'} still PNG-encoded, in TFDS's order (evaluation, where the order is the set's)."""
+  read_config = tfds.ReadConfig(try_autocache=False, options=epochs.read_options())
+  return builder.as_dataset(split=split, shuffle_files=False, read_config=read_config, decoders=_ENCODED)
+
+
+def _read_passes(builder, split, files, num_examples: int, passes: int, position: int) -> tf.data.Dataset:
+  """`passes` reads of `files` (file_order instructions) one after the other, encoded, from example `position` on."""
+  first_pass, offset = divmod(position, num_examples)
+  read = lambda start: file_order.read_in_order(builder, split, files, decoders=_ENCODED,
+                                                options=epochs.read_options(), position=start)
+  return read(offset).concatenate(read(0).repeat(passes - first_pass - 1))
 
 
 def _decode(pair):
@@ -115,8 +91,8 @@ def _decode(pair):
   return decoded
 
 
-def _cached_decoded(builder, split) -> tf.data.Dataset:
-  """The split's pairs decoded to uint8 and cached in memory when first read in full.
+def _cached_decoded(builder, split, files, num_examples: int) -> tf.data.Dataset:
+  """The split's pairs decoded to uint8, in the order of `files`, cached in memory when first read in full.
 
   Memory: the whole share of decoded pairs. DIV2K's 800 train HR images are
   about 6.2 GB as uint8, plus HR / scale^2 for LR: ~6.6 GB at x4, ~6.9 GB at
@@ -124,7 +100,8 @@ def _cached_decoded(builder, split) -> tf.data.Dataset:
   returned object, so PNGs are decoded once per run; shuffle buffers then hold
   references to the cached tensors, not copies.
   """
-  return _read_pairs(builder, split, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+  return _read_passes(builder, split, files, num_examples, 1, 0).map(_decode,
+                                                                     num_parallel_calls=tf.data.AUTOTUNE).cache()
 
 
 def random_patch_pair(lr: tf.Tensor, hr: tf.Tensor, seed: tf.Tensor, *, scale: int, lr_patch: int
@@ -159,17 +136,20 @@ def random_patch_pair(lr: tf.Tensor, hr: tf.Tensor, seed: tf.Tensor, *, scale: i
   return augment(lr), augment(hr)
 
 
-def _train_epoch(pairs: tf.data.Dataset, config, info: SRInfo, *, shuffle_seed: int, augment_seed: np.ndarray,
-                 skip_examples: int, local_batch: int) -> tf.data.Dataset:
+def _train_epoch(read_from: Callable[[int], tf.data.Dataset], num_examples: int, config, info: SRInfo, *,
+                 shuffle_seed: int, augment_seed: np.ndarray, skip_examples: int,
+                 local_batch: int) -> tf.data.Dataset:
   """Shuffled patch batches of one epoch (patches_per_image passes), from example `skip_examples` on.
 
-  Example i of the epoch is cropped and augmented with fold_in(augment_seed, i),
-  i counted before the skip, so the pixels do not depend on parallelism or on
-  where the run resumed. The skip comes before decoding.
+  read_from(p) is the epoch's sequence of pairs from its p-th on; windows of
+  config.shuffle_buffer_size consecutive ones are shuffled (file_order.windowed_shuffle, one
+  window in memory: DIV2K's encoded pairs are ~4.5 MB each), so a resumed epoch reads at most
+  one file and one window before its first batch. Example i of the epoch is cropped and
+  augmented with fold_in(augment_seed, i), so the pixels do not depend on parallelism or on
+  where the run resumed. Pairs are decoded after the skip (unless they come from the cache).
   """
-  ds = pairs.repeat(config.patches_per_image)
-  ds = ds.shuffle(config.shuffle_buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
-  ds = ds.enumerate().skip(skip_examples)
+  ds = file_order.windowed_shuffle(read_from, num_examples=num_examples, window=config.shuffle_buffer_size,
+                                   shuffle_seed=shuffle_seed, start=skip_examples, read_ahead=False)
   augment_seed = tf.constant(augment_seed)
 
   def preprocess(index, pair):
@@ -191,14 +171,17 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
   of the train split (N // process_count images) config.patches_per_image
   times, in an order that depends only on (config.seed, e, process_index): file
   order and shuffle buffer are seeded from them (with config.cache_train the
-  file order is the cached one and only the buffer shuffles). Each epoch yields
+  file order is the cached one and only the windows shuffle). Each epoch yields
   exactly steps_per_epoch batches; the last incomplete one is dropped.
 
   Batch k of this iterator is bit-identical to batch start_step + k of one
-  started at step 0: it skips (start_step % steps_per_epoch) * B examples of
-  epoch start_step // steps_per_epoch before decoding them.
+  started at step 0. It resumes at epoch start_step // steps_per_epoch, example
+  (start_step % steps_per_epoch) * B, reading at most one file and one shuffle
+  window before its first batch, wherever that is in the epoch (as the
+  classification pipeline, pfca_jax/data/file_order.py); with config.cache_train
+  a resumed partial epoch is read from the files and the next epoch fills the cache.
 
-  Shuffle buffer memory: without the cache it holds encoded PNG pairs, ~4.5 MB
+  Shuffle window memory: without the cache it holds encoded PNG pairs, ~4.5 MB
   each for DIV2K (so config.shuffle_buffer_size of 800 is ~3.6 GB); with it,
   references into the cache.
   """
@@ -213,18 +196,23 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
   if tfds_source.num_examples(builder, share) != info.num_train_examples // process_count:
     raise ValueError(f'The train split of div2k in {config.data_dir} does not have the {info.num_train_examples} '
                      'examples `info` says; was `info` made from another config?')
-  if config.cache_train:
-    cached = _cached_decoded(builder, share)
-    read_epoch = lambda files_seed: cached
-  else:
-    read_epoch = lambda files_seed: _read_pairs(builder, share, shuffle_seed=files_seed)
+  num_share = info.num_train_examples // process_count
+  files = file_order.file_instructions(builder, share)
+  passes = config.patches_per_image
+  cached = _cached_decoded(builder, share, files, num_share) if config.cache_train else None
 
-  return epochs.resumable_epochs(
-      lambda files_seed, shuffle_seed, augment_seed, skip_examples: _train_epoch(
-          read_epoch(files_seed), config, info, shuffle_seed=shuffle_seed, augment_seed=augment_seed,
-          skip_examples=skip_examples, local_batch=local_batch),
-      seed=config.seed, process_index=process_index, start_step=start_step, steps_per_epoch=spe,
-      local_batch=local_batch, what='div2k train')
+  def build_epoch(files_seed, shuffle_seed, augment_seed, skip_examples):
+    if cached is not None and skip_examples == 0:
+      read_from = lambda position: cached.repeat(passes)  # The cache fixed the file order; windows shuffle.
+    else:  # A resumed partial epoch with the cache reads the cache's order from the files.
+      epoch_files = files if files is None or cached is not None else file_order.ordered(files, files_seed)
+      read_from = lambda position: _read_passes(builder, share, epoch_files, num_share, passes, position)
+    return _train_epoch(read_from, num_share * passes, config, info, shuffle_seed=shuffle_seed,
+                        augment_seed=augment_seed, skip_examples=skip_examples, local_batch=local_batch)
+
+  return epochs.resumable_epochs(build_epoch, seed=config.seed, process_index=process_index,
+                                 start_step=start_step, steps_per_epoch=spe, local_batch=local_batch,
+                                 what='div2k train')
 
 
 def eval_images(config, split: str | None = None, *, max_images: int = -1, process_index: int | None = None,
@@ -254,7 +242,7 @@ def eval_images(config, split: str | None = None, *, max_images: int = -1, proce
   first = sum(tfds_source.num_examples(builder, tfds_source.process_share(kept, i, process_count,
                                                                           drop_remainder=False))
               for i in range(process_index))
-  ds = _read_pairs(builder, share, shuffle_seed=None).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _read_pairs(builder, share).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.prefetch(2).with_options(epochs.read_options())
   # A generator of its own, so that a missing dataset or bad split fails at the call, not at the first image.
   return (dict(crop_pair(pair['lr'], pair['hr'], config.scale,

@@ -141,8 +141,11 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.eval_split = 'validation'         # DIV2K images 801-900, evaluated whole.
   c.hr_patch_size = {2: 64, 3: 96, 4: 128}[scale]  # HR side of the training patches (LR: / scale).
   c.patches_per_image = 100           # Patches drawn from each image per epoch (BasicSR's enlarge ratio).
-  c.shuffle_buffer_size = 2_000       # Examples in tf.data's shuffle buffer (per process).
-  c.cache_train = False               # Keep decoded DIV2K train pairs in memory (x4: ~6.5 GB).
+  c.shuffle_buffer_size = 2_000       # Patch pairs per shuffled window (per process; one window in memory).
+  # Keep the decoded DIV2K train pairs in memory (x4: ~6.6 GB per process). Without it every patch decodes
+  # its whole HR PNG, ~25 patches/s per CPU core, far below an accelerator's step rate; with it, thousands
+  # (experiments/results/input_pipeline.md): turn it on where the memory is there.
+  c.cache_train = False
   # dataset='synthetic': images per epoch (DIV2K's 800) and whole evaluation images, of fixed sizes.
   c.synthetic = ml_collections.ConfigDict({'train_images': 800, 'eval_images': 3})
 
