@@ -137,19 +137,20 @@ def random_patch_pair(lr: tf.Tensor, hr: tf.Tensor, seed: tf.Tensor, *, scale: i
 
 
 def _train_epoch(read_from: Callable[[int], tf.data.Dataset], num_examples: int, config, info: SRInfo, *,
-                 shuffle_seed: int, augment_seed: np.ndarray, skip_examples: int,
+                 from_cache: bool, shuffle_seed: int, augment_seed: np.ndarray, skip_examples: int,
                  local_batch: int) -> tf.data.Dataset:
   """Shuffled patch batches of one epoch (patches_per_image passes), from example `skip_examples` on.
 
   read_from(p) is the epoch's sequence of pairs from its p-th on; windows of
-  config.shuffle_buffer_size consecutive ones are shuffled (file_order.windowed_shuffle, one
-  window in memory: DIV2K's encoded pairs are ~4.5 MB each), so a resumed epoch reads at most
-  one file and one window before its first batch. Example i of the epoch is cropped and
+  config.shuffle_buffer_size consecutive ones are shuffled (file_order.windowed_shuffle), so a
+  resumed epoch reads at most one file and one window before its first batch. From the cache the
+  next window is gathered while one is used (references into the cache); read from the files,
+  one window at a time (DIV2K's encoded pairs are ~4.5 MB each). Example i of the epoch is cropped and
   augmented with fold_in(augment_seed, i), so the pixels do not depend on parallelism or on
   where the run resumed. Pairs are decoded after the skip (unless they come from the cache).
   """
   ds = file_order.windowed_shuffle(read_from, num_examples=num_examples, window=config.shuffle_buffer_size,
-                                   shuffle_seed=shuffle_seed, start=skip_examples, read_ahead=False)
+                                   shuffle_seed=shuffle_seed, start=skip_examples, read_ahead=from_cache)
   augment_seed = tf.constant(augment_seed)
 
   def preprocess(index, pair):
@@ -202,12 +203,13 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
   cached = _cached_decoded(builder, share, files, num_share) if config.cache_train else None
 
   def build_epoch(files_seed, shuffle_seed, augment_seed, skip_examples):
-    if cached is not None and skip_examples == 0:
+    from_cache = cached is not None and skip_examples == 0
+    if from_cache:
       read_from = lambda position: cached.repeat(passes)  # The cache fixed the file order; windows shuffle.
     else:  # A resumed partial epoch with the cache reads the cache's order from the files.
       epoch_files = files if files is None or cached is not None else file_order.ordered(files, files_seed)
       read_from = lambda position: _read_passes(builder, share, epoch_files, num_share, passes, position)
-    return _train_epoch(read_from, num_share * passes, config, info, shuffle_seed=shuffle_seed,
+    return _train_epoch(read_from, num_share * passes, config, info, from_cache=from_cache, shuffle_seed=shuffle_seed,
                         augment_seed=augment_seed, skip_examples=skip_examples, local_batch=local_batch)
 
   return epochs.resumable_epochs(build_epoch, seed=config.seed, process_index=process_index,
