@@ -24,10 +24,9 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pfca_jax import metrics
+from pfca_jax import data, metrics
 from pfca_jax.train import progress, steps
 from pfca_jax.tasks import tiling
-from pfca_jax import data
 from pfca_jax.data import epochs, sr_folders
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
