@@ -41,14 +41,18 @@ def cifar_images():
           for split, n in [('train', NUM_CIFAR_TRAIN), ('test', NUM_CIFAR_TEST)]}
 
 
-@pytest.fixture(scope='module')
-def cifar_dir(tmp_path_factory, cifar_images):
-  """Label i is the i-th image of its split, so labels identify examples."""
+def write_labelled_cifar(tmp_path_factory, cifar_images, num_shards: int) -> str:
+  """A prepared cifar100 whose label i is the i-th image of its split, so labels identify examples."""
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   fake_data.write_fake_dataset('cifar100', data_dir, {
       split: [(image, label) for label, image in enumerate(images)] for split, images in cifar_images.items()},
-      num_shards=3)
+      num_shards=num_shards)
   return data_dir
+
+
+@pytest.fixture(scope='module')
+def cifar_dir(tmp_path_factory, cifar_images):
+  return write_labelled_cifar(tmp_path_factory, cifar_images, num_shards=3)
 
 
 @pytest.fixture(scope='module')
@@ -87,10 +91,7 @@ def reshard(data_dir, name, split, lengths):
 @pytest.fixture(scope='module')
 def uneven_dir(tmp_path_factory, cifar_images):
   """The CIFAR fixture's data (label i: the i-th image) with its train split in files of UNEVEN_SHARDS records."""
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  fake_data.write_fake_dataset('cifar100', data_dir, {
-      split: [(image, label) for label, image in enumerate(images)] for split, images in cifar_images.items()},
-      num_shards=1)
+  data_dir = write_labelled_cifar(tmp_path_factory, cifar_images, num_shards=1)
   reshard(data_dir, 'cifar100', 'train', UNEVEN_SHARDS)
   return data_dir
 
