@@ -40,7 +40,7 @@ def read_options():
 
 
 def epoch_seeds(seed: int, epoch: int, process_index: int) -> tuple[int, int, np.ndarray]:
-  """Independent (file order, shuffle buffer, augmentation) seeds of one epoch on one process."""
+  """Independent (file order, shuffle windows, augmentation) seeds of one epoch on one process."""
   words = np.random.SeedSequence([seed % 2**64, epoch, process_index]).generate_state(3, np.uint64)
   # TF takes signed int64 seeds: drop one bit rather than wrap to negative values.
   files, shuffle = int(words[0] >> 1), int(words[1] >> 1)

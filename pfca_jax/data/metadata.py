@@ -50,7 +50,7 @@ def sr_steps_per_epoch(info: SRInfo, config, *, process_count: int | None = None
 
   An epoch is patches_per_image passes (BasicSR's dataset_enlarge_ratio) so that
   DIV2K's 800 images make more than 50 steps of 16, rather than restarting the
-  pipeline (and draining the shuffle buffer) every 50 steps.
+  pipeline (and refilling the shuffle window) every 50 steps.
   """
   _, process_count = epochs.process_index_count(0, process_count)
   local_batch = epochs.local_batch_size(config.batch_size, process_count, 'batch_size')

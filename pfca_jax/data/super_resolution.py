@@ -97,7 +97,7 @@ def _cached_decoded(builder, split, files, num_examples: int) -> tf.data.Dataset
   Memory: the whole share of decoded pairs. DIV2K's 800 train HR images are
   about 6.2 GB as uint8, plus HR / scale^2 for LR: ~6.6 GB at x4, ~6.9 GB at
   x3, ~7.8 GB at x2 (divided by the process count). Every epoch is built on the
-  returned object, so PNGs are decoded once per run; shuffle buffers then hold
+  returned object, so PNGs are decoded once per run; shuffle windows then hold
   references to the cached tensors, not copies.
   """
   return _read_passes(builder, split, files, num_examples, 1, 0).map(_decode,
@@ -171,7 +171,7 @@ def train_iterator(config, info: SRInfo, start_step: int = 0, *, process_index: 
   B = config.batch_size // process_count. Epoch e covers this process's share
   of the train split (N // process_count images) config.patches_per_image
   times, in an order that depends only on (config.seed, e, process_index): file
-  order and shuffle buffer are seeded from them (with config.cache_train the
+  order and shuffle windows are seeded from them (with config.cache_train the
   file order is the cached one and only the windows shuffle). Each epoch yields
   exactly steps_per_epoch batches; the last incomplete one is dropped.
 
