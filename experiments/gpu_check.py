@@ -49,11 +49,14 @@ NETWORKS = {
 }
 
 
+def dtype(size: str) -> str:
+  return 'float32' if size == 'small' else 'bfloat16'  # bfloat16 is slow to emulate on a CPU.
+
+
 def trainer_command(network: str, size: str, workdir: str, steps: int) -> list[str]:
   config, _, overrides, _ = NETWORKS[network][size]
-  dtype = 'float32' if size == 'small' else 'bfloat16'  # bfloat16 is slow to emulate on a CPU.
   half, log_every = steps // 2, max(1, steps // 12)
-  overrides = ['dataset=synthetic', f'model.dtype={dtype}', f'num_train_steps={steps}',
+  overrides = ['dataset=synthetic', f'model.dtype={dtype(size)}', f'num_train_steps={steps}',
                f'log_every_steps={log_every}', f'eval_every_steps={steps}', f'checkpoint_every_steps={half}',
                *overrides]
   return [sys.executable, '-m', 'pfca_jax.main', f'--config={config}', f'--workdir={workdir}',
@@ -62,8 +65,7 @@ def trainer_command(network: str, size: str, workdir: str, steps: int) -> list[s
 
 def bench_command(network: str, size: str, out_json: str) -> list[str]:
   _, bench, _, flags = NETWORKS[network][size]
-  dtype = 'float32' if size == 'small' else 'bfloat16'
-  return [sys.executable, '-m', 'pfca_jax.bench', f'--benchmarks={bench}', '--attentions=pfca', f'--dtype={dtype}',
+  return [sys.executable, '-m', 'pfca_jax.bench', f'--benchmarks={bench}', '--attentions=pfca', f'--dtype={dtype(size)}',
           '--rounds=5', '--steps=5', '--round_seconds=1', '--torch=off', f'--json={out_json}', *flags]
 
 

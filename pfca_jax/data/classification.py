@@ -265,7 +265,7 @@ def eval_dataset(config, split: str | None = None, *, process_index: int | None 
   split = config.eval_split if split is None else split
   local_batch = epochs.local_batch_size(config.eval_batch_size, process_count, 'eval_batch_size')
   total = tfds_source.num_examples(builder, split)
-  num_steps = -(-tfds_source.largest_share(total, process_count) // local_batch)
+  num_steps = -(-epochs.largest_share(total, process_count) // local_batch)
   share = tfds_source.process_share(split, process_index, process_count, drop_remainder=False)
   num_padding = num_steps * local_batch - tfds_source.num_examples(builder, share)
 

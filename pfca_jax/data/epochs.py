@@ -6,12 +6,12 @@ epoch builder the number of examples to skip (before decoding) to reach it.
 """
 
 import itertools
+import math
 from typing import Callable, Iterator
 
 import jax
 import numpy as np
 
-from pfca_jax import image_io
 from pfca_jax.errors import UserError
 
 Batch = dict[str, np.ndarray]
@@ -24,14 +24,19 @@ def local_batch_size(global_batch_size: int, process_count: int, name: str) -> i
   return global_batch_size // process_count
 
 
+def largest_share(num: int, process_count: int) -> int:
+  """Size of the largest share of `num` examples split without drop (the first one's)."""
+  return math.ceil(num / process_count)
+
+
 def process_index_count(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   return (jax.process_index() if process_index is None else process_index,
           jax.process_count() if process_count is None else process_count)
 
 
 def read_options():
-  """The tf.data options of every pipeline (TensorFlow is imported here: synthetic data needs none)."""
-  tf = image_io.import_tensorflow()
+  """The tf.data options of every TFDS pipeline (synthetic data needs no TensorFlow, so it is imported here)."""
+  import tensorflow as tf  # Already imported, silenced and kept off the GPUs by the pipeline's module.
   options = tf.data.Options()
   options.deterministic = True
   # One thread per op is better for a pipeline that runs many ops side by side.

@@ -104,7 +104,7 @@ def eval_iterator(config, info: metadata.DatasetInfo, split: str | None = None, 
   local_batch = epochs.local_batch_size(config.eval_batch_size, process_count, 'eval_batch_size')
   total = info.num_eval_examples
   share = total // process_count + (process_index < total % process_count)
-  num_steps = -(-(-(-total // process_count)) // local_batch)
+  num_steps = -(-epochs.largest_share(total, process_count) // local_batch)
   pool = _batches(config.seed, process_index, 1, EVAL_BATCHES, local_batch, info.image_shape[0],
                   info.num_classes)
 

@@ -37,11 +37,10 @@ steps_per_epoch = metadata.sr_steps_per_epoch
 
 def _check(config) -> None:
   metadata.check_sr_config(config)
-  for field in ('train_images', 'eval_images'):
+  for field, minimum, which in (('train_images', 1, 'positive'), ('eval_images', 0, 'non-negative')):
     value = config.synthetic[field]
-    if not isinstance(value, int) or value < (1 if field == 'train_images' else 0):
-      raise UserError(f'config.synthetic.{field}={value!r} must be a '
-                      f'{"positive" if field == "train_images" else "non-negative"} integer')
+    if not isinstance(value, int) or value < minimum:
+      raise UserError(f'config.synthetic.{field}={value!r} must be a {which} integer')
 
 
 def dataset_info(config) -> metadata.SRInfo:

@@ -12,7 +12,6 @@ its start-up lines on stderr), and is denied the GPUs so that it never reserves
 accelerator memory that JAX needs.
 """
 
-import math
 import os
 import re
 
@@ -172,8 +171,3 @@ def process_share(split: str, process_index: int, process_count: int, *, drop_re
     raise ValueError(f'{process_count} processes cannot read disjoint shares under tfds.testing.mock_data, '
                      'which ignores sub-splits; write a small real dataset instead (pfca_jax.data.fake_data)')
   return tfds.even_splits(split, n=process_count, drop_remainder=drop_remainder)[process_index]
-
-
-def largest_share(num: int, process_count: int) -> int:
-  """Size of the largest share of `num` examples split without drop (the first one's)."""
-  return math.ceil(num / process_count)

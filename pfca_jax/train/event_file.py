@@ -138,8 +138,5 @@ class EventFile:
     self._file.write(record(_event(int(step), values=values)))
     self._file.flush()  # Writes come every log step at most: a killed run keeps all it logged.
 
-  def flush(self) -> None:
-    self._file.flush()
-
   def close(self) -> None:
     self._file.close()
