@@ -89,7 +89,7 @@ def open_run(workdir: str, task: str | None = None):
 
 def create_model(config, spec=None):
   """The network of the run: `spec` (the dataset's DatasetSpec) gives the number of classes."""
-  from pfca_jax.train.validation import create_model as create
+  from pfca_jax.models.from_config import create_model as create
   if config.task == 'super_resolution':
     return create(config, scale=config.scale)
   return create(config, num_classes=spec.num_classes)

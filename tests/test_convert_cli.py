@@ -28,7 +28,7 @@ from pfca_jax import train  # noqa: E402
 from pfca_jax.convert import flax_to_torch, torch_to_flax  # noqa: E402
 from pfca_jax.tasks.tiling import to_uint8  # noqa: E402
 from pfca_jax.train import config_defaults  # noqa: E402
-from pfca_jax.train.validation import create_model  # noqa: E402
+from pfca_jax.models.from_config import create_model  # noqa: E402
 
 SR = dict(scale=2, num_feat=8, num_block=1)
 

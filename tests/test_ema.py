@@ -24,7 +24,9 @@ from pfca_jax.imresize import imresize
 from pfca_jax.tasks import classification, losses
 from pfca_jax.tasks.tiling import to_uint8
 from pfca_jax.train import checkpointing, config_defaults, sharding, steps, train_state
-from pfca_jax.train.validation import UserError, check_training, create_model
+from pfca_jax.errors import UserError
+from pfca_jax.models.from_config import create_model
+from pfca_jax.train.validation import check_training
 
 # ---------------------------------------------------------------------------------------------------
 # The update itself, on a toy network with BatchNorm (so that the statistics are averaged too).

@@ -21,7 +21,8 @@ import tiny_sr
 from pfca_jax import convert, models, train
 from pfca_jax.convert import run_folder
 from pfca_jax.train import config_defaults, init_from, sharding, train_state
-from pfca_jax.train.validation import UserError, create_model
+from pfca_jax.errors import UserError
+from pfca_jax.models.from_config import create_model
 
 
 @pytest.fixture(scope='module')

@@ -25,7 +25,7 @@ from pfca_jax.tasks import tiling
 from pfca_jax.data import classification, fake_data, preprocessing
 from pfca_jax.imresize import imresize
 from pfca_jax.tasks.super_resolution import to_uint8
-from pfca_jax.train.validation import create_model
+from pfca_jax.models.from_config import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

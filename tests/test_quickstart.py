@@ -19,7 +19,7 @@ from pfca_jax.data import super_resolution as sr_data
 from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
 from pfca_jax.tasks.tiling import to_uint8
-from pfca_jax.train.validation import create_model
+from pfca_jax.models.from_config import create_model
 
 def load_config(name, arg=None):
   return load_repo_module(f'configs/{name}.py').get_config(arg)

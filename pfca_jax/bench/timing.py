@@ -45,7 +45,7 @@ from pfca_jax.models.fast.conv import CONV_IMPLS
 from pfca_jax.models.layers import ATTENTION_IMPLS
 from pfca_jax.tasks.losses import l1_loss, train_loss
 from pfca_jax.train import config_defaults, optim, sharding, steps, train_state
-from pfca_jax.train.validation import create_model
+from pfca_jax.models.from_config import create_model
 
 # name -> (config factory, input side, task input key); the configs are the training recipes.
 BENCHMARKS = {

@@ -101,7 +101,7 @@ def from_torch(args) -> None:
 def _weight_options(config) -> dict:
   """models.create's options for `config` that shape its weights (not how it computes: dtype, layers), with
   MSRResNet's scale."""
-  from pfca_jax.train.validation import model_options
+  from pfca_jax.models.from_config import model_options
   options = {k: v for k, v in model_options(config).items() if k not in ('dtype', 'conv_impl', 'attention_impl')}
   return dict(options, scale=config.scale) if config.model.name == 'msrresnet' else options
 

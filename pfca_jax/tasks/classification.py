@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from pfca_jax import data
 from pfca_jax.train import progress, sharding, steps
 from pfca_jax.tasks.losses import cross_entropy, topk_correct, train_loss
-from pfca_jax.train.validation import create_model
+from pfca_jax.models.from_config import create_model
 
 
 def eval_sums(logits, batch) -> dict:

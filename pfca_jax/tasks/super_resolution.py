@@ -32,7 +32,7 @@ from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
 from pfca_jax.tasks.losses import l1_loss
 from pfca_jax.tasks.tiling import to_uint8
-from pfca_jax.train.validation import create_model
+from pfca_jax.models.from_config import create_model
 
 # Folder names that say "the HR images of a set", so the set is named after the folder above.
 _HR_FOLDER_NAMES = {'hr', 'gt', 'gtmod12', 'original', 'image_srf_2', 'image_srf_3', 'image_srf_4'}

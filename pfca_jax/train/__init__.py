@@ -12,7 +12,8 @@
     progress.py         a progress bar on a terminal, plain lines in a log
     provenance.py       the code, libraries, devices and command behind a result
     config_defaults.py  every config field, commented, with its default
-    validation.py       the config and workdir checks made before anything compiles
+    validation.py       the config and workdir checks made before anything compiles (the model is built
+                        by pfca_jax.models.from_config)
 """
 
 
