@@ -12,9 +12,11 @@ import random
 
 import jax
 import numpy as np
+import pytest
 from conftest import load_repo_module
 
 kill_resume = load_repo_module('experiments/kill_resume.py')
+pytestmark = pytest.mark.slow  # Three trainer runs and two kills: minutes on 2 cores.
 
 
 def one_bit_changed(state):

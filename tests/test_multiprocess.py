@@ -48,6 +48,7 @@ def run_processes(args, num_processes, env, timeout=300) -> list[str]:
   return outputs
 
 
+@pytest.mark.slow  # Two JAX processes compiling the same programs side by side on 2 cores.
 def test_two_processes_train_evaluate_and_checkpoint(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   fake_data.write_fake_dataset('cifar100', data_dir, {
@@ -102,6 +103,7 @@ def div2k_dir(tmp_path_factory):
   return path
 
 
+@pytest.mark.slow
 def test_two_process_sr_evaluation_equals_one_process(tmp_path, div2k_dir):
   folder = tmp_path / 'Set3' / 'HR'
   folder.mkdir(parents=True)
