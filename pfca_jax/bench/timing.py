@@ -11,7 +11,7 @@ loss and sharding over every device) on a fixed random batch. Entries are compil
 time, XLA's planned peak memory, its count of bytes read and written per step and the number of
 operations the optimised step runs, reported apart), then timed in interleaved rounds: every round
 runs `--steps` steps of each entry in turn (or, with `--round_seconds S`, as many more as fill about S
-seconds, sized per entry from a first timed step: a 0.16 s CIFAR step timed once per round is at the
+seconds, sized per entry from a first timed step: a short CIFAR step timed once per round is at the
 mercy of the host's jitter), every other round in reverse order, so slow drifts of the machine and
 the effects of the entry run just before hit all entries alike. The
 table gives the median step time with min-max over rounds, images (or patches) per second, and the
@@ -140,8 +140,8 @@ class Entry:
     """Seconds per step over n steps, after one untimed step.
 
     The untimed step takes the cost of switching programs (caches, freed and re-faulted buffers of
-    the previous entry): timed, it lands on whichever entry follows a large one (measured: it made a
-    plain CIFAR ResNet-56 step look 1.8x slower than one with PFCA).
+    the previous entry), which timed would land on whichever entry follows a large one
+    (experiments/results/speed.md, "Untimed step, passive OpenMP").
     """
     self.state, metrics = self.step(self.state, self.batch_data)
     jax.block_until_ready(metrics)

@@ -5,8 +5,8 @@ networks our models reproduce: torchvision's resnet50 (and timm's seresnet50 whe
 resnet50, and BasicSR's MSRResNet definition, written out below, for msrresnet_x4. Each step is
 forward, loss, backward and the same optimiser as our config (SGD momentum / Adam) on a fixed
 random batch, with PyTorch's default thread count. On the CPU each reference runs in both layouts:
-NCHW (PyTorch's default, what the issue's figures and most users run) and channels_last (NHWC in
-memory, as ours; oneDNN's faster path here: measured 1.2-1.3x on ResNet-50, 1.1-1.2x on MSRResNet);
+NCHW (PyTorch's default, what most users run) and channels_last (NHWC in memory, as ours, and
+oneDNN's faster path on the CPU: experiments/results/speed.md, "Comparison with PyTorch eager");
 on a CUDA GPU channels_last only, the layout its tensor-core convolutions want. With `--dtype
 bfloat16` the forward runs under bf16 autocast, PyTorch's mixed precision (float32 weights, as ours
 keep float32 parameters).
@@ -20,7 +20,7 @@ def preload() -> None:
   """Imports PyTorch (and torchvision, timm) if installed; must run before TensorFlow is imported.
 
   PyTorch's OpenMP threads otherwise spin for a while after each parallel region, taking the cores
-  from the JAX step timed next (measured: ResNet-50 steps 4.1 s alone, 5-8 s after a PyTorch step).
+  from the JAX step timed next (experiments/results/speed.md, "Untimed step, passive OpenMP").
   """
   os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
   for module in ('torch', 'torchvision', 'timm'):

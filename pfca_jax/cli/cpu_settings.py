@@ -2,31 +2,29 @@
 
 The commands (`python -m pfca_jax.main`, `python -m pfca_jax.bench`, experiments/*.py) call `apply()`
 first thing in their `__main__`; a script of your own can do the same (docs/models.md). Each setting is
-switched off by an environment variable set to 0, and all of them by PFCA_JAX_CPU_SETTINGS=0:
+switched off by an environment variable set to 0, and all of them by PFCA_JAX_CPU_SETTINGS=0. What each
+one gains is measured in experiments/results/speed.md ("CPU XLA flag", "Huge pages", "mimalloc").
 
 1. XLA's own CPU convolutions instead of its YNNPACK path (PFCA_JAX_XLA_FLAG=0 leaves XLA_FLAGS as it
-   is): the flag below is added to XLA_FLAGS. A ResNet-50 train step at batch 16 on a 2-core AMD
-   EPYC: 6.40 s without it, 3.92 s with it. Only the CPU backend reads it, and only when it starts, so it
-   must be set before the first computation; a setting of the same flag in XLA_FLAGS wins.
+   is), which train our networks faster: the flag below is added to XLA_FLAGS. Only the CPU backend
+   reads it, and only when it starts, so it must be set before the first computation; a setting of the
+   same flag in XLA_FLAGS wins.
 2. Host buffers on transparent huge pages (PFCA_JAX_HUGE_PAGES=0). XLA's CPU runtime allocates a
-   train step's temporary buffer anew for every step (1.44 GB for ResNet-50 at batch 16); glibc
-   serves a block that large with mmap and gives it back with munmap, so each step first-touches the
-   whole buffer again, one 4 KiB page at a time: 400k page faults and 0.8-0.9 s of kernel time in a
-   3.1-3.4 s step on a 2-core EPYC. With glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35)
-   malloc marks such blocks MADV_HUGEPAGE; where the kernel's THP mode is `madvise` they get 2 MiB
-   pages: 2k faults a step, and the step 3.37 -> 2.97 s.
+   train step's large temporary buffer anew for every step, and glibc maps and unmaps a block that
+   large each time, so every step faults the whole buffer in again, one 4 KiB page at a time. With
+   glibc's `glibc.malloc.hugetlb=1` tunable (glibc >= 2.35) malloc marks such blocks MADV_HUGEPAGE;
+   where the kernel's THP mode is `madvise` they get 2 MiB pages, and far fewer faults.
 3. mimalloc (PFCA_JAX_MIMALLOC=0), where the `cmeel-mimalloc` wheel is installed (requirements.txt,
    Linux x86-64): preloaded with freed memory never given back to the kernel (MIMALLOC_PURGE_DELAY=-1)
-   and on large OS pages, so each step reuses the previous step's buffer. MSRResNet x4 at batch 16:
-   page faults 1,600-2,400 a step -> 0, the step 13% faster. The price: the process's resident
-   memory does not shrink after its largest step. A library already in LD_PRELOAD leaves the
-   allocator alone; so does an installed GPU or TPU backend (unless JAX_PLATFORMS=cpu), where the
-   step's buffers live in device memory.
+   and on large OS pages, so each step reuses the previous step's buffer instead of faulting it in.
+   The price: the process's resident memory does not shrink after its largest step. A library already
+   in LD_PRELOAD leaves the allocator alone; so does an installed GPU or TPU backend (unless
+   JAX_PLATFORMS=cpu), where the step's buffers live in device memory.
 
 glibc reads its tunables and the loader LD_PRELOAD once, when a process starts, so 2 and 3 take one
 exec of the same command with the environment extended: same process id, same arguments, before
 anything heavy is imported, inherited by the command's child processes. Nothing is re-executed when
-it would change nothing. The measurements are in experiments/results/speed.md.
+it would change nothing.
 """
 
 import importlib.metadata

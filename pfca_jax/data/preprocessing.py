@@ -36,9 +36,8 @@ def decode_jpeg(image: tf.Tensor) -> tf.Tensor:
 def normalize(image: tf.Tensor, mean, std) -> tf.Tensor:
   """Maps [0, 255] pixels to (x / 255 - mean) / std per channel."""
   image = tf.cast(image, tf.float32)
-  # The same operations on the same values, but with mean and std spelled out to the image's shape:
-  # TensorFlow's CPU kernels broadcast a (3,) vector against HxWx3 about ten times slower than they
-  # combine equal shapes (a fifth of an ImageNet image's preprocessing; experiments/results/input_pipeline.md).
+  # Mean and std spelled out to the image's shape: TensorFlow's CPU kernels broadcast a (3,) vector
+  # against HxWx3 far more slowly than they combine equal shapes (experiments/results/input_pipeline.md).
   mean = tf.broadcast_to(tf.constant(mean, tf.float32), tf.shape(image))
   std = tf.broadcast_to(tf.constant(std, tf.float32), tf.shape(image))
   return (image / 255.0 - mean) / std

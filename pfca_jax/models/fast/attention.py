@@ -128,12 +128,11 @@ FAST_VERSIONS = {attention.Identity: Identity, attention.PFCA: PFCA, attention.S
 def descriptor(u):
   """The identity on PFCA's (N, C) descriptor, whose derivative (and so its backward) is computed apart on the CPU.
 
-  Without it XLA fuses PFCA's whole (N, C) backward (the weights' derivative, about 45 scalar
-  operations with the sigmoid's) into the full-resolution loop that consumes the descriptor's
-  cotangent, evaluating it once per pixel. In CIFAR ResNets (BatchNorm + PFCA, batchnorm.py) that
-  loop is the transposed copy made for a 3x3 weight gradient: 124 instructions per such fusion, 44 for
-  `none`, 44 with this. In MSRResNet it is the input gradient of each block's PFCA: 53 instructions,
-  10 with this (experiments/results/speed.md; why a product, in cpu_fusion.py).
+  Without it XLA fuses PFCA's whole (N, C) backward (the weights' derivative, sigmoid's included)
+  into the full-resolution loop that consumes the descriptor's cotangent, and evaluates it once per
+  pixel: in CIFAR ResNets the transposed copy made for a 3x3 weight gradient, in MSRResNet each
+  block's input gradient (fusion sizes in experiments/results/speed.md; why a product, in
+  cpu_fusion.py).
   """
   return u
 
@@ -150,17 +149,15 @@ def pfca_weights(u: jax.Array, lam: float, variance: str) -> jax.Array:
 
   The channel mean and variance come from one pass of sums (of v and v^2) rather than the textbook
   two (the mean, then squared deviations from it). Same value; but a reduction whose result feeds a
-  second reduction over the same axis made XLA's GPU backend fuse the chain into the surrounding
-  full-resolution kernels: ResNet-50 (bf16, batch 256, H200) took +11.0% over `none` that way and
-  +1.6% with one level of sums (experiments/results/speed.md). The sums are of v = u - u[:, :1]:
+  second reduction over the same axis makes XLA's GPU backend fuse the chain into the surrounding
+  full-resolution kernels, which multiplies PFCA's cost there. The sums are of v = u - u[:, :1]:
   shifted by one of the channels, E[v^2] - E[v]^2 has no cancellation when the channel means are
   large and nearly equal (as exact as the two-pass form in float32, tests/test_fast_layer.py).
 
   Its derivative is written out (`_pfca_weights_jvp`) so that its sums over C are taken two at a
-  time, one reduction each way. XLA's CPU runtime runs every small (N, C) operation as a separate
-  step (about 9 us each in a dependent chain): with batchnorm.py broadcasting each per-channel value
-  once, the operations PFCA adds to a CIFAR ResNet-164 train step went from 1,311 to 699, and its
-  overhead over `none` from +4.6% / +6.0% to +2.5% in two runs (experiments/results/speed.md).
+  time, one reduction each way, because XLA's CPU runtime runs every small (N, C) operation as a
+  separate step with a fixed cost. Both measured in experiments/results/speed.md, "PFCA's packed-sum
+  derivative and one-pass sums".
   """
   return _weights_and_parts(u, lam, variance)[0]
 

@@ -19,8 +19,8 @@ rounding (tests/test_fast_layer.py).
 
 Without PFCA (`pfca=False`) the module is a plain BatchNorm computed the same way: statistics from
 per-(n, c) spatial sums and the output as one multiply-add per element. The fast layer uses it for
-every BatchNorm of a ResNet: a ResNet-50 train step takes 3.02 s against 3.32 s with `nn.BatchNorm`
-on the CPU (experiments/results/speed.md).
+every BatchNorm of a ResNet, as it trains faster on the CPU than `nn.BatchNorm`
+(experiments/results/speed.md, "Lean BatchNorm and BatchNorm+PFCA fusion").
 """
 
 from typing import Any, Callable
@@ -55,8 +55,8 @@ class BatchNorm(nn.Module):
   """`nn.BatchNorm(...)` over NHWC input, then (`pfca=True`) `PFCA(lam, variance)`, computed together.
 
   The backward pass is JAX's: a hand-written one (a custom_vjp reading the activation once for the
-  per-(n, c) sums of g and g*x and once for dx) was measured slower, ResNet-50 step +12.6% over
-  `none` against +7.6% (experiments/results/speed.md), as it keeps XLA from fusing across it.
+  per-(n, c) sums of g and g*x and once for dx) keeps XLA from fusing across it, which made the step
+  slower (experiments/results/speed.md).
   """
   use_running_average: bool = False
   momentum: float = 0.99

@@ -1,20 +1,18 @@
 """Convolutions lowered as matrix products on the CPU where that is faster, chosen per compiled program.
 
-The layer has exactly `nn.Conv`'s parameter (`kernel`, HWIO) and outputs, so the lowering is a free
-choice that never changes a checkpoint or a result beyond float rounding (tested). Measured on a
-2-core AVX-512 CPU, ResNet-50 train step at batch 16 (experiments/results/speed.md):
+The layer has exactly `nn.Conv`'s parameter (`kernel`, HWIO) and outputs, so the lowering never
+changes a checkpoint or a result beyond float rounding (tested). What each choice gains, and the
+lowerings tried and rejected: experiments/results/speed.md, "Matmul convolutions".
 
 - 1x1 convolutions are products of 2-D matrices, `x.reshape(-1, C_in) @ W` (a strided 1x1, the
-  projection shortcut, slices first): 3.02 s a step against 3.67 s with `lax.conv`. The 2-D spelling
-  matters: as a 4-D einsum the weight gradient contracts over (N, H, W) and XLA materialises
-  transposed copies of the activations for it (4.70 s a step against 3.69).
+  projection shortcut, slices first), faster on the CPU than `lax.conv`. They are 2-D because as a
+  4-D einsum the weight gradient contracts over (N, H, W) and XLA materialises transposed copies of
+  the activations for it.
 - A stride-1 kxk convolution with few outputs (k*k*C_out <= C_in, e.g. MSRResNet's last 3x3,
-  64 -> 3 channels at 128x128) is one product with all k*k taps' kernels side by side, then k*k
-  shifted adds of its thin output: 42 ms forward and backward (min 39) against 76 ms (min 72) as `lax.conv`,
-  whose weight gradient first transposes the whole input to channels-major.
-- Every other convolution stays `lax.conv`. Strided kxk as one product with a patch matrix tied
-  with it once the 1x1 products were 2-D; stride-1 3x3 through patches or per-tap products was
-  slower.
+  64 -> 3 channels) is one product with all k*k taps' kernels side by side, then k*k shifted adds of
+  its thin output, because `lax.conv`'s weight gradient first transposes the whole input to
+  channels-major.
+- Every other convolution stays `lax.conv`: the alternatives tried for them tied or were slower.
 
 `conv_impl`: 'xla' (every convolution through `lax.conv_general_dilated`, i.e. `nn.Conv`), 'matmul'
 (the lowering above), or 'auto': 'matmul' in a program compiled for the CPU, 'xla' in one compiled

@@ -5,18 +5,17 @@ networks make that costly:
 
 - Residual stages. A block's output relu(BN(conv(...)) + shortcut) is read by the next block's
   convolution and by its shortcut add. The convolution needs it stored, but the add is fused with
-  a copy of the producer, which itself contains the previous block's add, and so on: each block's
-  output loop recomputes the whole residual stream from the stage's first block. In CIFAR
-  ResNet-164 the loop of a stage's 18th block read all 18 blocks' convolution outputs (275
-  instructions; the backward's cotangent chain grew alike), so the stage's memory traffic grew with
-  the square of its depth. `materialise` ends the chain at each block: no fusion above 43
-  instructions, CIFAR ResNet-56 and -164 train steps about 20% faster (experiments/results/speed.md).
-- PFCA's (N, C) derivative, fused into the full-resolution loops that consume it and so evaluated
-  once per pixel (fast/attention.py's `descriptor` uses `unfused`).
+  a copy of the producer, which itself contains the previous block's add, and so on back to the
+  stage's first block, so a stage's memory traffic grows with the square of its depth.
+  `materialise` ends the chain at each block.
+- PFCA's (N, C) derivative, which fused into the full-resolution loops that consume it would be
+  evaluated once per pixel (fast/attention.py's `descriptor` uses `unfused`).
 
-`jax.lax.optimization_barrier` does neither on the CPU: its compiler removes barriers before fusion.
-Both helpers are the identity in programs compiled for other platforms (platform.py), where they are
-not needed (and a conditional would cost a device-to-host transfer on a GPU).
+Fusion sizes and step times with and without each: experiments/results/speed.md, "Residual stream
+stored once" and "Descriptor computed apart". `jax.lax.optimization_barrier` does neither on the CPU:
+its compiler removes barriers before fusion. Both helpers are the identity in programs compiled for
+other platforms (platform.py), where they are not needed (and a conditional would cost a
+device-to-host transfer on a GPU).
 """
 
 import jax
@@ -44,10 +43,9 @@ def materialise(x):
 
 
 def _stored(x):
-  # The predicate is a constant hidden behind a barrier (the barrier outlives the simplifier that
-  # would otherwise drop the conditional, and goes before fusion, when it no longer matters), so it
-  # costs no data read and, with the batch sharded, no collective. The other branch adds 0.0 because
-  # a conditional with identical branches is simplified away; it never runs. Its transpose in the
-  # backward pass is a conditional too, which stores the cotangent of the residual stream alike.
+  # A constant predicate behind a barrier survives the simplifier yet reads no data (and, with the
+  # batch sharded, needs no collective). The never-taken branch adds 0.0 because a conditional with
+  # identical branches is simplified away. The backward pass transposes it into a conditional too,
+  # which stores the residual stream's cotangent alike.
   keep = jax.lax.optimization_barrier(jnp.bool_(True))
   return jax.lax.cond(keep, lambda t: t, lambda t: t + 0.0, x)
