@@ -16,9 +16,9 @@ rest of the file that window starts in, fills one window and drops that window's
 outputs: at most one file and one window, wherever k is.
 
 Mixing: a window is a uniform permutation of W consecutive examples, which tf.data's buffer of W
-only approximates; as before, examples further apart than about a window in the read order do not
-meet in a batch. Files are no longer interleaved (TFDS read 16 at a time, one record from each):
-a window holds W / (records per file) whole files instead of W / 16 records of each of 16 files.
+only approximates; as with that buffer, examples further apart than about a window in the read order
+do not meet in a batch. Files are read one after the other, not interleaved, so a window holds
+W / (records per file) whole files; the file order, drawn anew every epoch, varies which files meet.
 """
 
 import dataclasses
