@@ -9,9 +9,9 @@ Recipe (docs/training.md, "Recipes"): SGD momentum 0.9, lr 0.1 at batch 128, wei
 parameter, 164 epochs, lr x0.1 after epochs 81 and 122; pad-4 random crop + flip, per-channel
 normalisation; evaluation on all 10,000 test images after every epoch.
 
-Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) with PFCA at batch 128:
-3.3 images/s (39 s a step), so the 164-epoch recipe takes about 29 days there: a GPU job. No GPU
-timing yet.
+Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) with PFCA at batch 128
+(experiments/results/recipe_runtimes.md): 3.3 images/s (39 s a step), so the 164-epoch recipe takes
+about 29 days there: a GPU job. Not timed on a GPU.
 
 Reference figure (not ours): ResNet-164 (original, post-activation) reaches 74.84% top-1 on CIFAR-100
 (25.16% error) in He et al., "Identity Mappings in Deep Residual Networks" (ECCV 2016), Table 2.

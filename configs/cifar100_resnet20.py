@@ -8,8 +8,9 @@ Recipe (docs/training.md, "Recipes"): SGD momentum 0.9, lr 0.1 at batch 128, wei
 parameter, 164 epochs, lr x0.1 after epochs 81 and 122; pad-4 random crop + flip, per-channel
 normalisation; evaluation on all 10,000 test images after every epoch.
 
-Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) with PFCA at batch 128:
-210 images/s, so the 164-epoch recipe (8.2M images) takes about 11 hours there. No GPU timing yet.
+Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) with PFCA at batch 128
+(experiments/results/recipe_runtimes.md):
+210 images/s, so the 164-epoch recipe (8.2M images) takes about 11 hours there. Not timed on a GPU.
 
 Reference figure (not ours): ResNet-20 reaches 69.06% top-1 on CIFAR-100 in Tian et al., "Contrastive
 Representation Distillation" (ICLR 2020), Table 1, with a 240-epoch recipe.

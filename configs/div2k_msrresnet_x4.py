@@ -13,8 +13,10 @@ which is what evaluation scores (ema_decay). Evaluation on the 100 DIV2K validat
 benchmark folders: whole images in tiles, Y-PSNR / Y-SSIM after cropping 4 border pixels, RGB PSNR too.
 
 Speed measured on a 2-core Intel Xeon instance of this project's CPU (no GPU), x4 at batch 16 (the
-32-round run of experiments/results/speed.md): 10.2 patches/s with none, 9.4 with pfca: the 1M-iteration
-recipe would take 18-20 days there, so it is a GPU job. No GPU timing yet.
+2026-11-26 32-round run in experiments/results/speed.md, "CPU step times"): 10.2 patches/s with none,
+9.4 with pfca: the 1M-iteration recipe would take 18-20 days there, so it is a GPU job. The
+benchmark's x4 step on one H100 (bfloat16, batch 128; not this trainer end to end):
+experiments/results/speed.md, "GPU (bfloat16)".
 
 Reference figure (not ours): BasicSR's MSRResNet x4 scores 30.2468 dB / 0.8651 on Set5 (RGB, its model zoo).
 """

@@ -13,7 +13,7 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 
 Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
 (experiments/results/cost.md): 2.7 images/s (6.0 s a train step), i.e. about 18 months for the
-100-epoch recipe: a GPU/TPU job. No GPU timing yet.
+100-epoch recipe: a GPU/TPU job. Not timed on a GPU.
 
 Reference figure (not ours): torchvision's ResNet-101 v1 weights reach 77.37% top-1 (93.55% top-5).
 """

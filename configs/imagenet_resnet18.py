@@ -13,7 +13,7 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 
 Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
 (experiments/results/cost.md): 13.8 images/s (1.16 s a train step), i.e. about 107 days for the
-100-epoch recipe: a GPU/TPU job. No GPU timing yet.
+100-epoch recipe: a GPU/TPU job. Not timed on a GPU.
 
 Reference figure (not ours): torchvision's ResNet-18 v1 weights reach 69.76% top-1 (89.08% top-5).
 """

@@ -11,8 +11,9 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 (--config.schedule=cosine --config.warmup_epochs=5 for cosine with warm-up); random-resized crop to 224
 + flip; evaluation on all 50,000 validation images (resize 256, centre crop 224), top-1 and top-5.
 
-Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16: 6.3 images/s
-(2.5 s a train step), i.e. about 240 days for the 100-epoch recipe: a GPU/TPU job. No GPU timing yet.
+Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
+(experiments/results/recipe_runtimes.md): 6.3 images/s (2.5 s a train step), i.e. about 240 days for
+the 100-epoch recipe: a GPU/TPU job. Not timed on a GPU.
 
 Reference figure (not ours): torchvision's ResNet-34 v1 weights reach 73.31% top-1 (91.42% top-5).
 """

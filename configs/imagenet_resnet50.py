@@ -13,7 +13,8 @@ rescales it), weight decay 1e-4 on every parameter, 100 epochs, lr x0.1 every 30
 
 Expected runtime: measured on this project's CPU (2-core AMD EPYC, no GPU) at batch 16
 (experiments/results/cost.md): 5.4 images/s (2.96 s a train step) plain, 5.1 with PFCA (3.17 s),
-i.e. about 9 months for the 100-epoch recipe: a GPU/TPU job. No GPU timing yet.
+i.e. about 9 months for the 100-epoch recipe: a GPU/TPU job. The benchmark's step on one H100
+(bfloat16, batch 256; not this trainer end to end): experiments/results/speed.md, "GPU (bfloat16)".
 
 Reference figure (not ours): torchvision's ResNet-50 v1 weights reach 76.13% top-1 (92.86% top-5);
 the SimAM paper reports SimAM-R50 77.45%, SE-R50 77.63%, ECA-R50 77.48% top-1.
