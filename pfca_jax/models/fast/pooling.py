@@ -1,7 +1,7 @@
 """Max pooling as a maximum over strided views, with a gradient that needs no index tensors (on the CPU).
 
 XLA's CPU backend differentiates `lax.reduce_window` max (`nn.max_pool`) by building four int32
-index tensors of the padded input and a variadic reduce-window over them, a sizeable share of a
+index tensors of the padded input and a variadic reduce-window over them, a noticeable part of a
 ResNet-50 step for a layer with no FLOPs to speak of (experiments/results/speed.md, "Index-free max
 pool"). Here the forward is an elementwise maximum over the window's kh*kw strided views, and the
 backward sends each output's gradient to the first position of its window (row-major) that holds
