@@ -6,9 +6,9 @@ switched off by an environment variable set to 0, and all of them by PFCA_JAX_CP
 one gains is measured in experiments/results/speed.md ("CPU XLA flag", "Huge pages", "mimalloc").
 
 1. XLA's own CPU convolutions instead of its YNNPACK path (PFCA_JAX_XLA_FLAG=0 leaves XLA_FLAGS as it
-   is), which make our networks' train steps faster: the flag below is added to XLA_FLAGS. Only the CPU
-   backend reads it, and only when it starts, so it must be set before the first computation; a setting of the
-   same flag in XLA_FLAGS wins.
+   is), which make our networks' train steps faster: the flag below is added to XLA_FLAGS. Only the
+   CPU backend reads it, and only when it starts, so it must be set before the first computation; a
+   setting of the same flag in XLA_FLAGS wins.
 2. Host buffers on transparent huge pages (PFCA_JAX_HUGE_PAGES=0). XLA's CPU runtime allocates a
    train step's large temporary buffer anew for every step, and glibc maps and unmaps a block that
    large each time, so every step faults the whole buffer in again, one 4 KiB page at a time. With
