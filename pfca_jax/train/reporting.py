@@ -2,21 +2,48 @@
 
 Train metrics stay on the device until a log step, so the host never waits on the step it just
 launched; they are then fetched together, checked for NaN/Inf (naming the first bad step) and
-averaged. Every scalar goes to TensorBoard's event file (written without TensorFlow, `event_file`)
-and to WORKDIR/metrics.jsonl, one JSON object per write ({"step": S, "train/loss": ...}), which
+averaged. Every scalar goes to TensorBoard's event file (written by tensorboardX, which needs no
+TensorFlow) and to WORKDIR/metrics.jsonl, one JSON object per write ({"step": S, "train/loss": ...}), which
 `pfca_jax.plot` and the experiment scripts read. Only process 0 prints and writes files.
 """
 
 import json
 import math
 import os
+import sys
 import time
 
 import jax
 import numpy as np
 
 from pfca_jax.errors import RunFailed
-from pfca_jax.train import event_file, metrics_log, progress
+from pfca_jax.train import metrics_log, progress
+
+
+# tensorboardX writes events from a thread and flushes them this often: a run killed without warning
+# loses at most these seconds of TensorBoard events (metrics.jsonl has them), a stopped run none.
+FLUSH_SECONDS = 5
+
+
+def summary_writer(logdir: str):
+  """A tensorboardX SummaryWriter for a new event file in LOGDIR, flushed every FLUSH_SECONDS and on close."""
+  tensorboardx = _import_tensorboardx()
+  # tensorboardX names its files by the second: the suffix keeps two writers of one second apart.
+  return tensorboardx.SummaryWriter(logdir, flush_secs=FLUSH_SECONDS, filename_suffix=f'.{time.time_ns()}')
+
+
+def _import_tensorboardx():
+  """tensorboardX without the torch it imports, when installed, only to accept torch tensors: that import
+  costs seconds at every start (experiments/results/tensorboard_writer.md). A torch already imported stays."""
+  if 'torch' in sys.modules:
+    import tensorboardX
+    return tensorboardX
+  sys.modules['torch'] = None  # `import torch` raises ImportError, as where torch is not installed.
+  try:
+    import tensorboardX
+  finally:
+    del sys.modules['torch']
+  return tensorboardX
 
 
 class TrainingDiverged(RunFailed):
@@ -33,7 +60,7 @@ class Reporter:
   def __init__(self, workdir: str, total_steps: int, global_batch: int, start_step: int):
     self.is_main = jax.process_index() == 0
     self.workdir = workdir
-    self.events = event_file.EventFile(workdir) if self.is_main else None
+    self.tensorboard = summary_writer(workdir) if self.is_main else None
     self.total_steps = total_steps
     self.global_batch = global_batch
     self._pending = []
@@ -55,14 +82,16 @@ class Reporter:
   def write_scalars(self, step: int, scalars: dict) -> None:
     """To TensorBoard and to WORKDIR/metrics.jsonl."""
     if self.is_main:
-      self.events.write_scalars(step, scalars)
+      for tag, value in scalars.items():
+        self.tensorboard.add_scalar(tag, float(value), step)
       metrics_log.append(self._jsonl, step, scalars)
 
   def write_config(self, step: int, config) -> None:
-    """The whole config as TensorBoard text (tag 'config'), beside config.json."""
+    """The whole config as TensorBoard text (tag 'config/text_summary', as tensorboardX names it)."""
     if self.is_main:
       text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
-      self.events.write_text(step, 'config', '\n'.join('    ' + line for line in text.splitlines()))
+      # Indented four spaces: TensorBoard renders text as markdown, and this keeps the JSON a code block.
+      self.tensorboard.add_text('config', '\n'.join('    ' + line for line in text.splitlines()), step)
 
   def add_train(self, step: int, metrics) -> None:
     """Keeps a step's metrics (device arrays) until the next `flush_train`."""
@@ -117,7 +146,7 @@ class Reporter:
     """A uint8 HxWx3 image to TensorBoard and to WORKDIR/<name>_step<step>.png."""
     if not self.is_main:
       return
-    self.events.write_images(step, {name: image})
+    self.tensorboard.add_image(name, np.asarray(image, np.uint8), step, dataformats='HWC')
     path = os.path.join(self.workdir, f'{name}_step{step}.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     from PIL import Image  # Only evaluation that writes samples needs it.
@@ -126,7 +155,7 @@ class Reporter:
   def close(self) -> None:
     self.progress.close()
     if self.is_main:
-      self.events.close()
+      self.tensorboard.close()  # Writes what the thread still holds: a stopped or failed run keeps its logs.
 
 
 def write_json(workdir: str, name: str, content: dict) -> None:
