@@ -35,8 +35,8 @@ TOLERANCE = 1e-4
 IMAGENET = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 CIFAR = ('cifar_resnet20', 'cifar_resnet32', 'cifar_resnet56', 'cifar_resnet110', 'cifar_resnet164')
 # Both kinds of block, both stems, and the deepest network (cifar_resnet164: 54 blocks). The others
-# differ from these only in how many blocks a stage has; PFCA_JAX_PARITY_ALL=1 tests every one (about
-# 25 s more on two cores; experiments/results/torch_parity.md).
+# differ from these only in how many blocks a stage has; PFCA_JAX_PARITY_ALL=1 tests every one
+# (experiments/results/torch_parity.md gives the extra time).
 TESTED = IMAGENET + CIFAR if os.environ.get('PFCA_JAX_PARITY_ALL') == '1' else (
     'resnet18', 'resnet50', 'cifar_resnet20', 'cifar_resnet164')
 # Small MSRResNets for every scale, and BasicSR's default size at x4.
