@@ -3,8 +3,8 @@
 Train metrics stay on the device until a log step, so the host never waits on the step it just
 launched; they are then fetched together, checked for NaN/Inf (naming the first bad step) and
 averaged. Every scalar goes to TensorBoard's event file (written by tensorboardX, which needs no
-TensorFlow) and to WORKDIR/metrics.jsonl, one JSON object per write ({"step": S, "train/loss": ...}), which
-`pfca_jax.plot` and the experiment scripts read. Only process 0 prints and writes files.
+TensorFlow) and to WORKDIR/metrics.jsonl, one JSON object per write ({"step": S, "train/loss": ...}),
+which `pfca_jax.plot` and the experiment scripts read. Only process 0 prints and writes files.
 """
 
 import json
@@ -26,7 +26,7 @@ FLUSH_SECONDS = 5
 
 
 def summary_writer(logdir: str):
-  """A tensorboardX SummaryWriter for a new event file in LOGDIR, flushed every FLUSH_SECONDS and on close."""
+  """A tensorboardX writer of a new event file in LOGDIR, flushed every FLUSH_SECONDS and on close."""
   tensorboardx = _import_tensorboardx()
   # tensorboardX names its files by the second: the suffix keeps two writers of one second apart.
   return tensorboardx.SummaryWriter(logdir, flush_secs=FLUSH_SECONDS, filename_suffix=f'.{time.time_ns()}')
