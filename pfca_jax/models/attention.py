@@ -20,6 +20,19 @@ import jax.numpy as jnp
 VARIANCES = ('unbiased', 'biased')
 
 
+# Each attention's formula is a function of the map (and of its layers, for SE and ECA), so that the
+# flax.nnx modules of pfca_jax/nnx.py compute it with the same code as the linen modules here.
+def pfca(x: jax.Array, lam: float = 1e-4, variance: str = 'unbiased') -> jax.Array:
+  """PFCA (the class below) on an NHWC map."""
+  c = check_min_channels(x.shape[-1])
+  u = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)             # (N, C): the channel descriptor
+  mu = jnp.mean(u, axis=-1, keepdims=True)                     # (N, 1)
+  d = jnp.square(u - mu)
+  var = jnp.sum(d, axis=-1, keepdims=True) / (c - 1 if variance == 'unbiased' else c)
+  e = d / (4.0 * (var + lam)) + 0.5                             # (N, C): each channel's energy
+  return x * jax.nn.sigmoid(e).astype(x.dtype)[:, None, None, :]
+
+
 class PFCA(nn.Module):
   """Parameter-free channel attention.
 
@@ -53,13 +66,14 @@ class PFCA(nn.Module):
   @nn.compact
   def __call__(self, x):
     check_nhwc('PFCA', x, self.channels)
-    c = check_min_channels(x.shape[-1])
-    u = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)             # (N, C): the channel descriptor
-    mu = jnp.mean(u, axis=-1, keepdims=True)                     # (N, 1)
-    d = jnp.square(u - mu)
-    var = jnp.sum(d, axis=-1, keepdims=True) / (c - 1 if self.variance == 'unbiased' else c)
-    e = d / (4.0 * (var + self.lam)) + 0.5                        # (N, C): each channel's energy
-    return x * jax.nn.sigmoid(e).astype(x.dtype)[:, None, None, :]
+    return pfca(x, self.lam, self.variance)
+
+
+def se(x: jax.Array, fc1: Callable, fc2: Callable) -> jax.Array:
+  """SE (the class below) on an NHWC map, with its two Dense layers given as functions."""
+  s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+  s = jax.nn.sigmoid(fc2(jax.nn.relu(fc1(s))))
+  return x * s[:, None, None, :]
 
 
 class SE(nn.Module):
@@ -81,16 +95,23 @@ class SE(nn.Module):
   def __call__(self, x):
     check_nhwc('SE', x, self.channels)
     c = x.shape[-1]
-    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
-    s = nn.relu(nn.Dense(max(1, c // self.reduction), dtype=x.dtype, name='fc1')(s))
-    s = jax.nn.sigmoid(nn.Dense(c, dtype=x.dtype, name='fc2')(s))
-    return x * s[:, None, None, :]
+    fc1 = nn.Dense(max(1, c // self.reduction), dtype=x.dtype, name='fc1')
+    fc2 = nn.Dense(c, dtype=x.dtype, name='fc2')
+    return se(x, fc1, fc2)
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
   """ECA's adaptive kernel size: the odd number nearest above |(log2 C + b) / gamma|."""
   t = int(abs((math.log2(channels) + b) / gamma))
   return t if t % 2 else t + 1
+
+
+def eca(x: jax.Array, conv: Callable) -> jax.Array:
+  """ECA (the class below) on an NHWC map, with its convolution given as a function of (N, C, 1)."""
+  s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+  # Channels become the 1-D "length" axis with a single feature.
+  s = conv(s[..., None])[..., 0]
+  return x * jax.nn.sigmoid(s)[:, None, None, :]
 
 
 class ECA(nn.Module):
@@ -104,10 +125,16 @@ class ECA(nn.Module):
   def __call__(self, x):
     check_nhwc('ECA', x, self.channels)
     k = eca_kernel_size(x.shape[-1])
-    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
-    # Channels become the 1-D "length" axis with a single feature.
-    s = nn.Conv(1, (k,), padding=(k - 1) // 2, use_bias=False, dtype=x.dtype, name='conv')(s[..., None])
-    return x * jax.nn.sigmoid(s[..., 0])[:, None, None, :]
+    return eca(x, nn.Conv(1, (k,), padding=(k - 1) // 2, use_bias=False, dtype=x.dtype, name='conv'))
+
+
+def simam(x: jax.Array, lam: float = 1e-4) -> jax.Array:
+  """SimAM (the class below) on an NHWC map."""
+  n = max(x.shape[1] * x.shape[2] - 1, 1)
+  xf = x.astype(jnp.float32)
+  d = jnp.square(xf - jnp.mean(xf, axis=(1, 2), keepdims=True))
+  e = d / (4.0 * (jnp.sum(d, axis=(1, 2), keepdims=True) / n + lam)) + 0.5
+  return x * jax.nn.sigmoid(e).astype(x.dtype)
 
 
 class SimAM(nn.Module):
@@ -129,11 +156,7 @@ class SimAM(nn.Module):
   @nn.compact
   def __call__(self, x):
     check_nhwc('SimAM', x, self.channels)
-    n = max(x.shape[1] * x.shape[2] - 1, 1)
-    xf = x.astype(jnp.float32)
-    d = jnp.square(xf - jnp.mean(xf, axis=(1, 2), keepdims=True))
-    e = d / (4.0 * (jnp.sum(d, axis=(1, 2), keepdims=True) / n + self.lam)) + 0.5
-    return x * jax.nn.sigmoid(e).astype(x.dtype)
+    return simam(x, self.lam)
 
 
 class Identity(nn.Module):
