@@ -76,7 +76,7 @@ def cost(config) -> dict:
   task = loop.TASKS[config.task](config)
   task.open_data()
   shape = task.input_shape()
-  return dict(summary.summarize(task.create_model(), shape), input=f'{shape[1]}x{shape[2]}')
+  return dict(summary.summarize(task.model, shape), input=f'{shape[1]}x{shape[2]}')
 
 
 def _print_on_main(text: str) -> None:

@@ -10,10 +10,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from pfca_jax import data
 from pfca_jax.train import progress, sharding, steps
 from pfca_jax.tasks.losses import cross_entropy, topk_correct, train_loss
-from pfca_jax.models.from_config import create_model
+from pfca_jax.tasks.base import Task
 
 
 def eval_sums(logits, batch) -> dict:
@@ -37,30 +36,16 @@ def eval_metrics(sums: dict) -> dict:
           'loss': float(sums['loss']) / count, 'examples': count}
 
 
-class ClassificationTask:
-  """What `train_and_evaluate` needs from a task: data, model, loss and evaluation (CIFAR-100, ImageNet)."""
-  input_key = 'image'
-
-  def __init__(self, config):
-    self.config = config
-    create_model(config)  # Names and options first: a typo costs no dataset access.
+class ClassificationTask(Task):
+  """Cross-entropy training and top-1/top-5 evaluation over a whole split (CIFAR-100, ImageNet)."""
 
   def open_data(self) -> None:
-    """Reads the dataset's metadata (raising DatasetNotFoundError when it is not prepared)."""
-    self.data = data.pipeline(self.config)
-    self.info = self.data.dataset_info(self.config)
-
-  def create_model(self):
-    return create_model(self.config, num_classes=self.info.num_classes)
+    super().open_data()
+    # The classifier's width is the dataset's, known only now; the model built from the config is kept.
+    self.model = self.model.clone(num_classes=self.info.num_classes)
 
   def input_shape(self) -> tuple:
     return (1, *self.info.image_shape)
-
-  def steps_per_epoch(self) -> int:
-    return self.data.steps_per_epoch(self.info, self.config)
-
-  def train_batches(self, start_step: int):
-    return self.data.train_iterator(self.config, self.info, start_step=start_step)
 
   def loss(self, outputs, batch):
     return train_loss(outputs, batch, self.config.label_smoothing)

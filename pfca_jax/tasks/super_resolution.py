@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from pfca_jax import data, metrics
+from pfca_jax import metrics
 from pfca_jax.train import progress, steps
 from pfca_jax.tasks import tiling
 from pfca_jax.data import epochs, sr_folders
@@ -32,7 +32,7 @@ from pfca_jax.errors import UserError
 from pfca_jax.imresize import imresize
 from pfca_jax.tasks.losses import l1_loss
 from pfca_jax.tasks.tiling import to_uint8
-from pfca_jax.models.from_config import create_model
+from pfca_jax.tasks.base import Task
 
 # Folder names that say "the HR images of a set", so the set is named after the folder above.
 _HR_FOLDER_NAMES = {'hr', 'gt', 'gtmod12', 'original', 'image_srf_2', 'image_srf_3', 'image_srf_4'}
@@ -54,13 +54,13 @@ def parse_folders(text: str) -> list[tuple[str, str, str | None]]:
   return folders
 
 
-class SuperResolutionTask:
+class SuperResolutionTask(Task):
   """DIV2K training patches, L1 loss, PSNR/SSIM on DIV2K validation and benchmark folders."""
   input_key = 'lr'
 
   def __init__(self, config):
-    self.config = config
-    create_model(config, scale=config.scale)  # Names, options and the scale before any data access.
+    super().__init__(config, scale=config.scale)
+    self.per_image = {}
     self.folders = parse_folders(config.eval_folders)
     for _, hr_dir, lr_dir in self.folders:  # Read at the first evaluation, hours in: checked now, from headers.
       try:
@@ -72,22 +72,8 @@ class SuperResolutionTask:
     except ValueError as e:
       raise UserError(f'eval_tile={config.eval_tile}, eval_tile_overlap={config.eval_tile_overlap}: {e}') from None
 
-  def open_data(self) -> None:
-    self.data = data.pipeline(self.config)
-    self.info = self.data.dataset_info(self.config)
-
-  def create_model(self):
-    self.model = create_model(self.config, scale=self.config.scale)
-    return self.model
-
   def input_shape(self) -> tuple:
     return (1, self.info.lr_patch, self.info.lr_patch, 3)
-
-  def steps_per_epoch(self) -> int:
-    return self.data.steps_per_epoch(self.info, self.config)
-
-  def train_batches(self, start_step: int):
-    return self.data.train_iterator(self.config, self.info, start_step=start_step)
 
   def loss(self, outputs, batch):
     return l1_loss(outputs, batch)
@@ -162,6 +148,10 @@ class SuperResolutionTask:
         upscale.tiled_images = 0
       results.update({f'eval/{name}/{k}': v for k, v in means.items()})
     return results
+
+  def results_extra(self) -> dict:
+    """Every image's scores of the last evaluation, per set (the comparison's per-image tables)."""
+    return {'per_image': self.per_image} if self.per_image else {}
 
   def _write_sample(self, reporter, step, name, image, bicubic, sr_image):
     """LR (nearest) | bicubic | SR | HR side by side, to TensorBoard and WORKDIR/samples/."""

@@ -1,13 +1,15 @@
 """Training: `train_and_evaluate(config, workdir)` and its parts, one module each.
 
-    loop.py             the loop: start-up checks, resume, train, evaluate, checkpoint, results.json
+    loop.py             the loop, as its steps: checks, restore or initialise, the start line, train
+                        (evaluations, checkpoints and the stop between steps)
+    results.py          WORKDIR/results.json, for a completed and a diverged run alike
     train_state.py      the sharded train state (eval_shape -> shardings -> jit(init))
     steps.py            the jitted train and eval steps, and the NaN/Inf check of the state before a save
     optim.py            optimisers, schedules, durations in steps or epochs
     sharding.py         the data-parallel mesh, global batches, prefetch to devices
     checkpointing.py    orbax checkpoints: save, restore past damaged ones, failed saves, the SIGTERM stop
     run_identity.py     what may change when a run resumes, and the check that refuses the rest
-    reporting.py        console lines, TensorBoard, the NaN/Inf stop, results.json
+    reporting.py        console lines, TensorBoard, the NaN/Inf stop, JSON records
     metrics_log.py      WORKDIR/metrics.jsonl: appended line by line, read past lines torn by a kill
     progress.py         a progress bar on a terminal, plain lines in a log
     provenance.py       the code, libraries, devices and command behind a result

@@ -1,24 +1,29 @@
 """The training loop: one function, `train_and_evaluate(config, workdir)`, for every task and device count.
 
-Order of work: everything that can fail because of what the user asked for (config values, device
-count, workdir, dataset, and whether a checkpoint already in the workdir was trained with this config:
-`pfca_jax.train.run_identity`) is checked before anything is compiled or written. Then the
-state is created (or restored) directly in its sharded placement and the loop runs: train steps are
-dispatched without waiting, their metrics fetched only at log steps; evaluation, checkpoints and the
-stop request (SIGTERM / preemption) are handled between steps; a stopped run raises
-`checkpointing.TrainingStopped` once its checkpoint is saved.
+It reads as its steps: `prepare` checks everything that can fail because of what the user asked for
+(config values, device count, workdir, dataset, and whether a checkpoint already in the workdir was
+trained with this config: `pfca_jax.train.run_identity`) before anything is compiled or written;
+`restore_or_initialise` places the state directly in its sharded placement; `announce` writes
+config.json and prints the start line; `Session.run` trains, evaluates and checkpoints (train steps
+are dispatched without waiting, their metrics fetched only at log steps; a stop request, SIGTERM or
+a preemption, is handled between steps and raises `checkpointing.TrainingStopped` once its checkpoint
+is saved); `results.write_results` writes results.json for a completed or a diverged run.
 """
 
+import dataclasses
 import os
 import time
 
 import jax
 import ml_collections
+import optax
 
 from pfca_jax import data, models
 from pfca_jax.tasks import classification, super_resolution
+from pfca_jax.tasks.base import Task
 from pfca_jax.train import (checkpointing, init_from, optim, provenance, reporting, run_identity, sharding, steps,
                             train_state)
+from pfca_jax.train.results import write_results
 from pfca_jax.train.validation import UserError, check_training, check_workdir
 
 # config.task -> the task's data, model, loss and evaluation.
@@ -26,7 +31,7 @@ TASKS = {'classification': classification.ClassificationTask,
          'super_resolution': super_resolution.SuperResolutionTask}
 
 
-def check_config(config: ml_collections.ConfigDict):
+def check_config(config: ml_collections.ConfigDict) -> Task:
   """Names, options and ranges of everything the config asks for, before any data is read; returns the task."""
   if config.task not in TASKS:
     raise UserError(f'unknown task {config.task!r}; valid: {", ".join(TASKS)}')
@@ -44,152 +49,235 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   reporting.TrainingDiverged on a non-finite loss, gradient norm or state (results.json then says
   "status": "diverged"), and checkpointing.CheckpointSaveFailed when a checkpoint cannot be written.
   """
+  plan = prepare(config, workdir)
+  os.makedirs(plan.workdir, exist_ok=True)  # Every check has passed: the first thing written.
+  checkpoints = checkpointing.Checkpoints(plan.workdir, config.keep_checkpoints)
+  state, meta = restore_or_initialise(plan, checkpoints)
+  reporter = reporting.Reporter(plan.workdir, plan.total_steps, config.batch_size, int(state.step))
+  try:
+    session = announce(plan, state, meta, reporter)
+    training = Session(plan, state, meta, reporter, checkpoints)
+    try:
+      training.run()
+    except reporting.TrainingDiverged as e:
+      raise record_divergence(e, plan.workdir, checkpoints, meta, session) from None
+    finally:
+      training.stop_requested.restore_handlers()
+      checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
+  finally:
+    reporter.close()  # ...and the logs are flushed all the same.
+  write_results(plan.workdir, meta, session, 'completed', final=training.final,
+                params=models.count_params(training.state.params), steps=training.step,
+                wall_time_s=meta['wall_time_s'] + training.seconds_since_save(),
+                train_images_per_sec=reporter.train_images_per_sec(), devices=jax.device_count(),
+                processes=jax.process_count(),
+                **{key: meta[key] for key in ('initialised_from',) if key in meta}, **plan.task.results_extra())
+  return training.final
+
+
+@dataclasses.dataclass
+class Plan:
+  """What a run is to do, all of it checked before anything is written."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  task: Task
+  latest: tuple[int, dict] | None  # (step, meta) of the workdir's latest checkpoint; None for a new run.
+  steps_per_epoch: int
+  total_steps: int
+  mesh: jax.sharding.Mesh
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  abstract: object  # The train state's shapes, dtypes and shardings, nothing allocated.
+  shardings: object
+  initial_weights: dict | None  # config.init_from's values, read and checked against the network.
+  initialised_from: dict | None
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> Plan:
+  """Every check (config, workdir, dataset, the checkpoint already there, init_from), then the abstract state."""
   task = check_config(config)
   workdir = check_workdir(workdir)
   latest, recorded = run_identity.check_against_checkpoint(config, workdir)
   init_weights = init_from.check(config) if latest is None else None  # A resumed run never reads it.
   task.open_data()
-  model = task.create_model()
-
   steps_per_epoch = task.steps_per_epoch()
   if latest is not None:
     run_identity.check_resume(latest, recorded, config, steps_per_epoch, workdir)
   total_steps = optim.training_length(config, steps_per_epoch)
-  log_every = config.log_every_steps
-  eval_every = optim.interval_steps(config, 'eval_every', steps_per_epoch)
-  checkpoint_every = optim.interval_steps(config, 'checkpoint_every', steps_per_epoch)
-
   mesh = sharding.create_mesh()
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
   tx = optim.create_optimizer(config, schedule)
-  input_shape = task.input_shape()
-  keep_average = config.get('ema_decay', 0.0) > 0
-  abstract, state_shardings = train_state.abstract_state(model, tx, input_shape, config.seed, mesh, keep_average)
-  initial_weights = None
-  if init_weights is not None:  # Read and checked against the network before anything is written.
+  abstract, shardings = train_state.abstract_state(task.model, tx, task.input_shape(), config.seed, mesh,
+                                                   _keeps_average(config))
+  initial_weights = initialised_from = None
+  if init_weights is not None:
     initial_weights, initialised_from = init_from.load(init_weights, config.model.name, abstract)
+  return Plan(config, workdir, task, latest, steps_per_epoch, total_steps, mesh, schedule, tx, abstract, shardings,
+              initial_weights, initialised_from)
 
-  os.makedirs(workdir, exist_ok=True)  # Every check has passed: the first thing written.
-  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints)
-  restored = checkpoints.restore(abstract, warn=_print_on_main)
-  if restored is None:
-    state = train_state.create_state(model, tx, input_shape, config.seed, state_shardings, keep_average)
-    meta = {'best': {}, 'wall_time_s': 0.0, 'sessions': []}
-    if initial_weights is not None:
-      state = init_from.apply(state, initial_weights, state_shardings)
-      meta['initialised_from'] = initialised_from
-  else:
+
+def _keeps_average(config) -> bool:
+  return config.get('ema_decay', 0.0) > 0
+
+
+def restore_or_initialise(plan: Plan, checkpoints: checkpointing.Checkpoints) -> tuple[object, dict]:
+  """(state, meta): the newest readable checkpoint's, or a new state (from init_from's weights if given)."""
+  restored = checkpoints.restore(plan.abstract, warn=_print_on_main)
+  if restored is not None:
     step, state, meta = restored
-    if step != latest[0]:  # Fell back past a damaged checkpoint: check the run against the one restored.
-      recorded = run_identity.recorded_config(meta, workdir)
-      run_identity.check_config(recorded, config, workdir)
-      run_identity.check_resume((step, meta), recorded, config, steps_per_epoch, workdir)
-  start_step = int(state.step)
-  num_params = models.count_params(state.params)
-  session = dict(provenance.collect(), start_step=start_step)
-  meta.update(config=run_identity.to_record(config), steps_per_epoch=steps_per_epoch,
-              sessions=meta.get('sessions', []) + [session])
-  # The step whose evaluation a stop request interrupted: it runs first on resuming.
-  pending_eval = meta.pop('pending_eval', None)
+    if step != plan.latest[0]:
+      _check_fallback(plan, step, meta)
+    return state, meta
+  config = plan.config
+  state = train_state.create_state(plan.task.model, plan.tx, plan.task.input_shape(), config.seed, plan.shardings,
+                                   _keeps_average(config))
+  meta = {'best': {}, 'wall_time_s': 0.0, 'sessions': []}
+  if plan.initial_weights is not None:
+    state = init_from.apply(state, plan.initial_weights, plan.shardings)
+    meta['initialised_from'] = plan.initialised_from
+  return state, meta
 
-  reporter = reporting.Reporter(workdir, total_steps, config.batch_size, start_step)
+
+def _check_fallback(plan: Plan, step: int, meta: dict) -> None:
+  """The checks of `prepare` against the checkpoint restored in place of a damaged newer one."""
+  recorded = run_identity.recorded_config(meta, plan.workdir)
+  run_identity.check_config(recorded, plan.config, plan.workdir)
+  run_identity.check_resume((step, meta), recorded, plan.config, plan.steps_per_epoch, plan.workdir)
+
+
+def announce(plan: Plan, state, meta: dict, reporter: reporting.Reporter) -> dict:
+  """Records this session in `meta` and WORKDIR/config.json, and prints the start line; returns the session."""
+  config, start_step = plan.config, int(state.step)
+  session = dict(provenance.collect(), start_step=start_step)
+  meta.update(config=run_identity.to_record(config), steps_per_epoch=plan.steps_per_epoch,
+              sessions=meta.get('sessions', []) + [session])
   # What `pfca_jax.predict` rebuilds the model from, and what produced it.
-  reporting.write_json(workdir, 'config.json', dict(meta['config'], provenance=session))
-  reporter.print(f'{config.model.name} + {config.model.attention}: {num_params:,} parameters, '
-                 f'{jax.device_count()} device(s) over {jax.process_count()} process(es), '
-                 f'{steps_per_epoch} steps/epoch, {total_steps} steps'
-                 + (f', resuming at step {start_step}' if start_step else '')
-                 + (' (init_from is not read: a resumed run continues from its own checkpoint)'
-                    if start_step and config.get('init_from') else ''))
+  reporting.write_json(plan.workdir, 'config.json', dict(meta['config'], provenance=session))
+  reporter.print(start_line(config, models.count_params(state.params), plan.steps_per_epoch, plan.total_steps,
+                            start_step))
   if config.dataset == data.SYNTHETIC:
-    reporter.print(task.data.DESCRIPTION)
+    reporter.print(plan.task.data.DESCRIPTION)
   if 'initialised_from' in meta and start_step == 0:
     reporter.print(init_from.describe(meta['initialised_from']))
   if start_step == 0:
     reporter.write_config(start_step, config)
+  return session
 
-  train_step = steps.make_train_step(task.loss, schedule, state_shardings, mesh, input_key=task.input_key,
-                                     ema_decay=config.get('ema_decay', 0.0))
-  non_finite = steps.make_state_check(abstract, state_shardings, mesh)
-  task.build_eval(state_shardings, mesh)
-  batch_sharding = sharding.batch_sharded(mesh)
-  stop_requested = checkpointing.StopRequest(checkpoints)
 
-  def run_eval(step: int):
+def start_line(config, num_params: int, steps_per_epoch: int, total_steps: int, start_step: int) -> str:
+  """'cifar_resnet20 + pfca: 278,324 parameters, 8 device(s) over 1 process(es), ... steps[, resuming ...]'."""
+  parts = [f'{num_params:,} parameters',
+           f'{jax.device_count()} device(s) over {jax.process_count()} process(es)',
+           f'{steps_per_epoch} steps/epoch', f'{total_steps} steps']
+  if start_step:
+    parts.append(f'resuming at step {start_step}')
+  line = f'{config.model.name} + {config.model.attention}: ' + ', '.join(parts)
+  if start_step and config.get('init_from'):
+    line += ' (init_from is not read: a resumed run continues from its own checkpoint)'
+  return line
+
+
+class Session:
+  """The loop of one session of a run: train steps, and between them evaluations, checkpoints and the stop."""
+
+  def __init__(self, plan: Plan, state, meta: dict, reporter: reporting.Reporter,
+               checkpoints: checkpointing.Checkpoints):
+    config, task = plan.config, plan.task
+    self.plan, self.state, self.meta, self.reporter, self.checkpoints = plan, state, meta, reporter, checkpoints
+    self.step = self.start_step = int(state.step)
+    self.final = {}  # The metrics of the last evaluation.
+    self.eval_every = optim.interval_steps(config, 'eval_every', plan.steps_per_epoch)
+    self.checkpoint_every = optim.interval_steps(config, 'checkpoint_every', plan.steps_per_epoch)
+    self.train_step = steps.make_train_step(task.loss, plan.schedule, plan.shardings, plan.mesh,
+                                            input_key=task.input_key, ema_decay=config.get('ema_decay', 0.0))
+    self.non_finite = steps.make_state_check(plan.abstract, plan.shardings, plan.mesh)
+    task.build_eval(plan.shardings, plan.mesh)
+    self.stop_requested = checkpointing.StopRequest(checkpoints)
+    self.paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
+    self._since = time.time()  # Wall time is added to meta['wall_time_s'] at each save.
+
+  def run(self) -> None:
+    """Trains to plan.total_steps from the state's step, or raises TrainingStopped once a stop is checkpointed."""
+    # The step whose evaluation a stop request interrupted: it runs first on resuming.
+    if self.meta.pop('pending_eval', None) == self.start_step:
+      self.evaluate(self.step)
+      self.paused = 0.0  # Counted in the first log interval, as its compilation is.
+    batches = sharding.prefetch_to_devices(self.plan.task.train_batches(self.start_step),
+                                           sharding.batch_sharded(self.plan.mesh))
+    while self.step < self.plan.total_steps:
+      self.state, metrics = self.train_step(self.state, next(batches))
+      self.step += 1
+      self.after_step(metrics)
+    if not self.final:  # Resumed a finished run: report its metrics again.
+      self.evaluate(self.step)
+
+  def after_step(self, metrics) -> None:
+    """Logs, evaluates and checkpoints when due; on a stop request, checkpoints and raises TrainingStopped."""
+    step, config = self.step, self.plan.config
+    self.reporter.add_train(step, metrics)
+    stop = self.stop_requested(step)
+    last = step == self.plan.total_steps
+    if step % config.log_every_steps == 0 or last or stop:
+      self.reporter.flush_train(step, self.paused)
+      self.paused = 0.0
+    if step % self.eval_every == 0 or last:
+      stop = self.evaluate_unless_stopped(stop)
+    if step % self.checkpoint_every == 0 or last or stop:
+      self.save()
+    if stop:
+      self.stop()
+
+  def evaluate(self, step: int) -> None:
+    """Evaluates the state (raising steps.EvaluationStopped when a stop request interrupts it)."""
     t0 = time.perf_counter()
     # With several processes the stop is agreed on between steps only (`StopRequest`): an evaluation
     # runs to its end there.
-    stop = (lambda: stop_requested(step)) if jax.process_count() == 1 else None
-    return task.evaluate(state, step, reporter, stop=stop), time.perf_counter() - t0
+    stop = (lambda: self.stop_requested(step)) if jax.process_count() == 1 else None
+    self.final = self.plan.task.evaluate(self.state, step, self.reporter, stop=stop)
+    self.meta['best'] = best_of(self.meta['best'], self.final)
+    self.paused += time.perf_counter() - t0
 
-  final, step, session_start = {}, start_step, time.time()
-  try:
-    try:
-      if pending_eval == start_step:
-        final, _ = run_eval(step)
-        meta['best'] = _best(meta['best'], final)
-      batches = sharding.prefetch_to_devices(task.train_batches(start_step), batch_sharding)
-      paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
-      while step < total_steps:
-        state, metrics = train_step(state, next(batches))
-        step += 1
-        reporter.add_train(step, metrics)
-        stop = stop_requested(step)
-        last = step == total_steps
-        if step % log_every == 0 or last or stop:
-          reporter.flush_train(step, paused)
-          paused = 0.0
-        if step % eval_every == 0 or last:
-          try:
-            if stop:
-              raise steps.EvaluationStopped()
-            final, seconds = run_eval(step)
-            paused += seconds
-            meta['best'] = _best(meta['best'], final)
-          except steps.EvaluationStopped:  # Checkpointed below; the resumed run evaluates this step first.
-            final, stop, meta['pending_eval'] = {}, True, step
-        if step % checkpoint_every == 0 or last or stop:
-          reporter.check_finite()  # Never save a state that has already diverged...
-          bad = non_finite(state)  # ...nor one that an update has just overflowed.
-          if bad is not None:
-            raise reporting.TrainingDiverged(f'{bad} is not finite after step {step}: training stopped', step)
-          meta['wall_time_s'] += time.time() - session_start
-          session_start = time.time()
-          checkpoints.save(step, state, dict(meta, step=step))
-        if stop:
-          message = (f'{stop_requested.signal_name or "preemption"}: checkpoint of step {step} saved in '
-                     f'{checkpoints.directory}; rerun the same command to resume'
-                     + ('' if 'pending_eval' not in meta else ' (the evaluation it interrupted runs first)'))
-          reporter.print(message)
-          raise checkpointing.TrainingStopped(message, stop_requested.signal_number)
-      if not final:  # Resumed a finished run: report its metrics again.
-        final, _ = run_eval(step)
-    except reporting.TrainingDiverged as e:
-      checkpoints.close()  # The last good checkpoint complete on disk before it is named.
-      last_good = checkpoints.latest_step()
-      where = (f'the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
-               else 'no checkpoint had been saved yet')
-      reporting.write_json(workdir, 'results.json', {
-          'status': 'diverged', 'step': e.step, 'reason': str(e), 'last_good_checkpoint': last_good,
-          'best': meta['best'], 'config': meta['config'], 'provenance': session, 'sessions': meta['sessions']})
-      raise reporting.TrainingDiverged(f'{e}; {where}', e.step) from None
-    finally:
-      stop_requested.restore_handlers()
-      checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
-  finally:
-    reporter.close()  # ...and the logs are flushed all the same.
+  def evaluate_unless_stopped(self, stop: bool) -> bool:
+    """The evaluation due at this step, unless a stop request comes before or during it; True when stopping."""
+    if not stop:
+      try:
+        self.evaluate(self.step)
+        return False
+      except steps.EvaluationStopped:
+        pass
+    # Checkpointed next; the resumed run evaluates this step first.
+    self.final, self.meta['pending_eval'] = {}, self.step
+    return True
 
-  results = {'status': 'completed', 'final': final, 'best': meta['best'], 'params': num_params, 'steps': step,
-             'wall_time_s': meta['wall_time_s'] + time.time() - session_start,
-             'train_images_per_sec': reporter.train_images_per_sec(),
-             'config': meta['config'], 'devices': jax.device_count(), 'processes': jax.process_count(),
-             'provenance': session, 'sessions': meta['sessions']}
-  if 'initialised_from' in meta:
-    results['initialised_from'] = meta['initialised_from']
-  if getattr(task, 'per_image', None):
-    results['per_image'] = task.per_image
-  reporting.write_json(workdir, 'results.json', results)
-  return final
+  def save(self) -> None:
+    self.reporter.check_finite()  # Never save a state that has already diverged...
+    bad = self.non_finite(self.state)  # ...nor one that an update has just overflowed.
+    if bad is not None:
+      raise reporting.TrainingDiverged(f'{bad} is not finite after step {self.step}: training stopped', self.step)
+    self.meta['wall_time_s'] += self.seconds_since_save()
+    self._since = time.time()
+    self.checkpoints.save(self.step, self.state, dict(self.meta, step=self.step))
+
+  def seconds_since_save(self) -> float:
+    return time.time() - self._since
+
+  def stop(self) -> None:
+    message = (f'{self.stop_requested.signal_name or "preemption"}: checkpoint of step {self.step} saved in '
+               f'{self.checkpoints.directory}; rerun the same command to resume'
+               + ('' if 'pending_eval' not in self.meta else ' (the evaluation it interrupted runs first)'))
+    self.reporter.print(message)
+    raise checkpointing.TrainingStopped(message, self.stop_requested.signal_number)
+
+
+def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoints: checkpointing.Checkpoints,
+                      meta: dict, session: dict) -> reporting.TrainingDiverged:
+  """Writes results.json for a diverged run; returns the error naming the last good checkpoint."""
+  checkpoints.close()  # The last good checkpoint complete on disk before it is named.
+  last_good = checkpoints.latest_step()
+  where = (f'the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
+           else 'no checkpoint had been saved yet')
+  write_results(workdir, meta, session, 'diverged', step=error.step, reason=str(error), last_good_checkpoint=last_good)
+  return reporting.TrainingDiverged(f'{error}; {where}', error.step)
 
 
 def _print_on_main(text: str) -> None:
@@ -197,7 +285,7 @@ def _print_on_main(text: str) -> None:
     print(text, flush=True)
 
 
-def _best(best: dict, current: dict) -> dict:
+def best_of(best: dict, current: dict) -> dict:
   """Per metric, the best value seen: lowest for losses, highest for the rest (accuracy, PSNR, SSIM)."""
   merged = dict(best)
   for name, value in current.items():
