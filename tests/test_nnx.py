@@ -55,8 +55,26 @@ def test_nnx_equals_linen_on_the_same_weights(name, shape, dtype):
   chex.assert_trees_all_equal(got, want)
 
 
+
+@pytest.mark.parametrize('name', ['se', 'eca', 'pfca'])
+def test_nnx_gradients_equal_linen(name):
+  # Training an NNX model differentiates through the Params: the same derivatives as linen's.
+  make_linen, make_nnx = PAIRS[name]
+  x = _random((2, 5, 3, 16), seed=3)
+  linen, module = make_linen(16), make_nnx(16)
+  params = nnx.to_pure_dict(nnx.state(module, nnx.Param))
+
+  def linen_loss(params, x):
+    return jnp.sum(jnp.square(linen.apply({'params': params}, x)))
+
+  want = jax.grad(linen_loss, argnums=(0, 1))(params, x)
+  got_params, got_x = nnx.grad(lambda m, x: jnp.sum(jnp.square(m(x))), argnums=(0, 1))(module, x)
+  chex.assert_trees_all_close((nnx.to_pure_dict(got_params), got_x), want, rtol=1e-6, atol=1e-6)
+  assert np.abs(np.asarray(got_x)).max() > 0
+
 @pytest.mark.parametrize('module', [pnnx.PFCA(), pnnx.PFCA(lam=1e-2, variance='biased', channels=8),
-                                    pnnx.SimAM(), pnnx.SimAM(lam=1e-3, channels=8)], ids=repr)
+                                    pnnx.SimAM(), pnnx.SimAM(lam=1e-3, channels=8)],
+                         ids=['pfca', 'pfca_options', 'simam', 'simam_options'])
 def test_pfca_and_simam_hold_no_state(module):
   assert not nnx.state(module)
   assert module(_random((2, 3, 3, 8), seed=0)).shape == (2, 3, 3, 8)
