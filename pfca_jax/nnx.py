@@ -2,10 +2,11 @@
 
 Each module here computes its linen definition's function (pfca_jax/models/attention.py) with the
 same code, takes the same options and refuses the same values in the same words. NNX creates weights
-when a module is constructed, so SE and ECA take `channels` and `rngs` then; their weights have the
-linen names and shapes (`SE(...).fc1.kernel` is linen's `params['fc1']['kernel']`, (C, C // r)), so
-`nnx.update(module, linen_variables['params'])` copies trained linen weights in. PFCA and SimAM hold
-no state, and check `channels` only where it is given. docs/models.md shows them in an NNX model.
+when a module is constructed, so SE and ECA take `channels` and `rngs` then. Their weights have the
+linen names and shapes (`SE(...).fc1.kernel` is linen's `params['fc1']['kernel']`, of shape
+(C, max(1, C // reduction))), so `nnx.update(module, linen_variables['params'])` loads weights trained
+with linen. PFCA and SimAM hold no state, and check `channels` only where it is given.
+docs/models.md shows them in an NNX model.
 """
 
 from flax import nnx
