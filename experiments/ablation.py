@@ -14,12 +14,11 @@ config file's name (with its `:ARG`, if any). Mistakes end with one line and exi
 """
 
 import datetime
-import functools
 import os
 import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from pfca_jax.cli import command, cpu_settings
@@ -66,7 +65,7 @@ def main(argv):
   import jax
   from pfca_jax.studies import ablation, compare
   from pfca_jax.train.checkpointing import TrainingStopped
-  from pfca_jax.errors import RunFailed, UserError
+  from pfca_jax.errors import UserError
   from pfca_jax.train.validation import check_workdir
   try:
     attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
@@ -85,12 +84,6 @@ def main(argv):
     if jax.process_index() != 0:
       return
     paths = ablation.write_results(runs, results_dir, name, _header(name, sys.argv, runs))
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  except RunFailed as e:  # Divergence, a checkpoint that could not be saved.
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(e.exit_status)
   except TrainingStopped as e:
     sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
   print(open(paths[0]).read())
@@ -99,4 +92,5 @@ def main(argv):
 
 if __name__ == '__main__':
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  app.run(main, flags_parser=functools.partial(command.parse_flags, config_flag=_CONFIG))
+  # A UserError (status 2) or RunFailed (its own status) ends as one line there, as in pfca_jax.main.
+  sys.exit(command.run(main, _CONFIG))

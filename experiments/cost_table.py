@@ -1,7 +1,7 @@
 """What each attention costs the paper's networks: parameters, GFLOPs and measured train-step time.
 
-    python experiments/cost_table.py [--networks resnet18,resnet50,resnet101,cifar_resnet56,cifar_resnet164,msrresnet_x4]
-        [--attentions none,pfca,se,eca,simam] [--batch_size 16] [--rounds 3] [--out experiments/results/cost]
+    python experiments/cost_table.py [--networks=resnet18,resnet50,resnet101,cifar_resnet56,cifar_resnet164,msrresnet_x4]
+        [--attentions=none,pfca,se,eca,simam] [--batch_size=16] [--rounds=3] [--out=experiments/results/cost]
 
 Parameters and forward GFLOPs (one example, XLA cost analysis of the reference formulation:
 pfca_jax.models.summary) at the input the paper quotes: 224x224 for the ImageNet ResNets, 32x32 for
@@ -12,7 +12,6 @@ network's attentions share the machine's drifts. Writes OUT.md (with the command
 and OUT.json.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -30,6 +29,7 @@ from pfca_jax.train import sharding
 from pfca_jax.errors import UserError  # noqa: E402
 from pfca_jax.models import summary  # noqa: E402
 from pfca_jax.models.attention import ATTENTIONS  # noqa: E402
+from pfca_jax.cli import runner  # noqa: E402
 
 # The input sides the paper's tables use; MSRResNet's is its low-resolution input.
 SIDES = {'resnet18': 224, 'resnet50': 224, 'resnet101': 224, 'cifar_resnet20': 32, 'cifar_resnet56': 32,
@@ -76,7 +76,7 @@ def format_markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python experiments/cost_table.py', description=__doc__.split('\n')[0])
+  parser = runner.Parser(prog='python experiments/cost_table.py', description=__doc__.split('\n')[0])
   parser.add_argument('--networks', default=DEFAULT_NETWORKS)
   parser.add_argument('--attentions', default='none,pfca,se,eca,simam')
   parser.add_argument('--batch_size', type=int, default=16)
@@ -115,4 +115,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

@@ -22,13 +22,14 @@ the script on a CPU in a few minutes. Writes OUT/<network>_<part>.log, OUT/gpu_c
 on stdout; exit status 1 when a resume was not exact or a part failed.
 """
 
-import argparse
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+
+from pfca_jax.cli import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,14 +168,14 @@ def check_network(network: str, size: str, steps: int, out: str, deadline: Deadl
   return row
 
 
-def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+  parser = runner.Parser(description=__doc__.splitlines()[0])
   parser.add_argument('--out', required=True)
   parser.add_argument('--seconds', type=float, default=480, help='time for everything; a part past it is killed')
   parser.add_argument('--networks', default='resnet50,msrresnet_x4')
   parser.add_argument('--steps', type=int, default=None, help='default 300 (24 with --small)')
   parser.add_argument('--small', action='store_true', help='shrunk networks and batches, to check on a CPU')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   size = 'small' if args.small else 'full'
   steps = args.steps or (24 if args.small else 300)
   networks = args.networks.split(',')
@@ -205,4 +206,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from pfca_jax.cli import runner
+
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry', 'retina',
           'stereo_motorcycle')
 IMAGENET_SIZE = (375, 500)  # (height, width) of the fake ImageNet photos.
@@ -333,8 +335,8 @@ def idct_pixel_difference(records, train, size: int, count: int = 256) -> dict:
 # --- Main ---------------------------------------------------------------------
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def main(argv=None) -> None:
+  parser = runner.Parser(description=__doc__.split('\n')[0])
   parser.add_argument('--data_dir', default=os.path.join(tempfile.gettempdir(), 'pfca_input_pipeline'))
   parser.add_argument('--imagenet_images', type=int, default=704)
   parser.add_argument('--jpeg_kb', type=float, default=67.0)
@@ -351,7 +353,7 @@ def main() -> None:
   parser.add_argument('--child', default='', help=argparse.SUPPRESS)
   parser.add_argument('--pipeline', default='imagenet', help=argparse.SUPPRESS)
   parser.add_argument('--variant', default='code', help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   if args.child == 'throughput':
     print('RESULT ' + json.dumps(measure_child(args.pipeline, args.data_dir, args.variant, args.epochs_timed)))
@@ -391,4 +393,4 @@ def _machine() -> str:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(runner.run(main))

@@ -47,6 +47,8 @@ import time
 
 import numpy as np
 
+from pfca_jax.cli import runner
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ('startup', 'train', 'save', 'eval')
 TMP_MARK = 'orbax-checkpoint-tmp'
@@ -411,7 +413,7 @@ def write_markdown(report: dict, path: str) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = runner.Parser(description=__doc__.split('\n\n')[0])
   for name, default in (('trials', 50), ('seed', 0), ('min_kills', 1), ('max_kills', 3), ('steps', 30),
                         ('checkpoint_every', 4), ('eval_every', 10)):
     parser.add_argument(f'--{name}', type=int, default=default)
@@ -466,4 +468,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

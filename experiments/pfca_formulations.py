@@ -1,8 +1,8 @@
 """PFCA's train-step cost under other formulations of its channel statistics, timed side by side.
 
-    python experiments/pfca_formulations.py [--benchmark resnet50] [--batch_size 16] [--dtype float32]
-        [--variants none,pfca,two_pass,two_pass_barrier,raw_moments,se] [--rounds 5] [--steps 1]
-        [--json out.json]
+    python experiments/pfca_formulations.py [--benchmark=resnet50] [--batch_size=16] [--dtype=float32]
+        [--variants=none,pfca,two_pass,two_pass_barrier,raw_moments,se] [--rounds=5] [--steps=1]
+        [--json=out.json]
 
 Each variant is the trainer's step of pfca_jax.bench (ResNets: PFCA fused into the last BatchNorm of
 each block), traced with `pfca_weights` swapped for another formulation of the same function:
@@ -17,7 +17,6 @@ and `none` / `se` for reference. This is how the shipped formulation was chosen
 (experiments/results/speed.md): the variants differ only in how XLA fuses them.
 """
 
-import argparse
 import contextlib
 import json
 import sys
@@ -32,6 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 from pfca_jax.bench import timing  # noqa: E402
 from pfca_jax.errors import UserError  # noqa: E402
 from pfca_jax.models.fast import attention, batchnorm as fused  # noqa: E402
+from pfca_jax.cli import runner  # noqa: E402
 
 
 def _two_pass(u, lam, variance):
@@ -81,7 +81,7 @@ def _formulation(fn):
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python experiments/pfca_formulations.py', description=__doc__.split('\n')[0])
+  parser = runner.Parser(prog='python experiments/pfca_formulations.py', description=__doc__.split('\n')[0])
   parser.add_argument('--benchmark', default='resnet50')
   parser.add_argument('--variants', default=','.join(VARIANTS))
   parser.add_argument('--batch_size', type=int, default=16)
@@ -121,4 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

@@ -12,12 +12,12 @@ per attention. `--against=se` compares two attentions directly. Rows missing fro
 one-line error naming the file, as is a file that is not a benchmark's JSON.
 """
 
-import argparse
 import json
 import statistics
 import sys
 
 from pfca_jax.bench.timing import median_ci95, paired_ratios
+from pfca_jax.cli import runner
 
 
 def load_rows(path: str) -> dict:
@@ -39,7 +39,7 @@ def round_ratios(path: str, rows: dict, benchmark: str, attention: str, against:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='experiments/pool_bench.py', description=__doc__.split('\n')[0])
+  parser = runner.Parser(prog='experiments/pool_bench.py', description=__doc__.split('\n')[0])
   parser.add_argument('files', nargs='+', help='JSON files written by python -m pfca_jax.bench --json')
   parser.add_argument('--benchmark', required=True)
   parser.add_argument('--attentions', default='pfca,se')
@@ -58,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

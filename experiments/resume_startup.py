@@ -15,7 +15,6 @@ so the figures are the pipeline's own work: with real ImageNet on a disk the old
 adds reading up to an epoch's share of ~140 GB.
 """
 
-import argparse
 import datetime
 import importlib.util
 import json
@@ -34,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pfca_jax.data import classification, fake_data  # noqa: E402 -- after the path above.
 from pfca_jax.data.skimage_photos import SPLITS, load_photo  # noqa: E402
+from pfca_jax.cli import runner  # noqa: E402
 
 OLD_COMMIT = '42a8c83'
 
@@ -87,8 +87,8 @@ def epoch_seconds(module, config, info, steps: int) -> float:
   return time.perf_counter() - start
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def main(argv=None):
+  parser = runner.Parser(description=__doc__.split('\n')[0])
   parser.add_argument('--data_dir', default='/tmp/pfca_resume_startup/tfds')
   parser.add_argument('--num_examples', type=int, default=8192)
   parser.add_argument('--num_shards', type=int, default=32)
@@ -99,7 +99,7 @@ def main():
   parser.add_argument('--code', default='old,new', help='comma-separated: old (commit 42a8c83), new (this checkout)')
   parser.add_argument('--epoch', action='store_true', help='also time one whole epoch from step 0')
   parser.add_argument('--out', default='', help='JSON file: a list of runs, this one appended')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   if not os.path.isfile(os.path.join(args.data_dir, 'imagenet2012', '5.1.0', 'dataset_info.json')):
     start = time.perf_counter()
@@ -152,4 +152,4 @@ def machine() -> dict:
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(runner.run(main))

@@ -1,7 +1,7 @@
 """What exact super-resolution evaluation costs: a compile of the body per image shape, and its time.
 
-    python experiments/sr_eval_compile.py [--models basicsr_x4,quickstart_x2] [--attention pfca]
-        [--tile 160] [--overlap 40] [--out experiments/results/sr_eval_compile]
+    python experiments/sr_eval_compile.py [--models=basicsr_x4,quickstart_x2] [--attention=pfca]
+        [--tile=160] [--overlap=40] [--out=experiments/results/sr_eval_compile]
 
 Evaluation and `predict upscale` run MSRResNet's residual body on the whole LR image and its
 upsampling tail in tiles (pfca_jax.tasks.tiling.Upscaler), so the body is compiled once per distinct LR
@@ -20,7 +20,6 @@ start's (32 features, 4 blocks, x2) at the LR sizes of its three held-out photos
 Writes OUT.md (command, machine, table) and OUT.json.
 """
 
-import argparse
 import datetime
 import json
 import shlex
@@ -39,6 +38,7 @@ from pfca_jax.bench import timing
 from pfca_jax.tasks import tiling
 from pfca_jax.errors import UserError  # noqa: E402
 from pfca_jax.models.attention import ATTENTIONS  # noqa: E402
+from pfca_jax.cli import runner  # noqa: E402
 
 # name -> (scale, num_feat, num_block, kernel_scale, LR sizes as (height, width)). kernel_scale 5 gives the
 # x4 network's branch a standard deviation of 0.037 (9 8-bit levels) on uniform noise; 10 makes it diverge.
@@ -100,7 +100,7 @@ def markdown(rows: list[dict], command: str) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = runner.Parser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--models', default=','.join(MODELS))
   parser.add_argument('--attention', default='pfca')
   parser.add_argument('--tile', type=int, default=160)
@@ -131,4 +131,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

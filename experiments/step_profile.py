@@ -24,7 +24,6 @@ runs `timing.Entry.run(1)` (the benchmark's untimed step and one timed step, bot
 profiled step.
 """
 
-import argparse
 import collections
 import glob
 import gzip
@@ -44,6 +43,7 @@ from pfca_jax.bench import timing
 from pfca_jax.errors import UserError
 
 import jax  # noqa: E402
+from pfca_jax.cli import runner  # noqa: E402
 
 # The attention modules, and the BatchNorm each ResNet block ends with (bn2 in a basic block, bn3 in a
 # bottleneck), which PFCA is fused into there (models/fast/batchnorm.py). A bottleneck's middle bn2 is in too:
@@ -179,7 +179,7 @@ def format_report(rows: list[dict], top: int) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = runner.Parser(description=__doc__.split('\n')[0])
   parser.add_argument('--benchmark', default='msrresnet_x4', help=', '.join(timing.BENCHMARKS))
   parser.add_argument('--attentions', default='none,pfca,se')
   parser.add_argument('--rounds', type=int, default=16)
@@ -227,4 +227,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(runner.run(main))

@@ -11,7 +11,6 @@ evaluation of the same run gives the time the stop saves.
     python experiments/stop_during_eval.py [--fractions=0.1,0.5,0.9] [--out=experiments/results/stop_during_eval.json]
 """
 
-import argparse
 import json
 import os
 import re
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from pfca_jax.cli import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,12 +67,12 @@ def run(args: list[str], workdir: str, stop_after: float | None):
   return status, (saved[0] - sent[0]) if saved[0] else None, ended - sent[0], output
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+  parser = runner.Parser(description=__doc__.splitlines()[0])
   parser.add_argument('--fractions', default='0.1,0.5,0.9',
                       help="when to stop, as fractions of the uninterrupted evaluation's duration, comma-separated")
   parser.add_argument('--out', default=None, help='a JSON file for the records')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   fractions = [float(f) for f in args.fractions.split(',')]
   records = []
   for name, flags in RUNS.items():
@@ -102,4 +103,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(runner.run(main))

@@ -6,17 +6,16 @@ imported back and fine-tuned with PFCA inserted.
 Steps, each through the commands a user types (subprocesses), and what is measured:
 1. `python -m pfca_jax.main --config=configs/quickstart.py --config.compare_attentions=none`: ResNet-20 on the
    scikit-learn digits, 30 epochs; its test top-1 as the trainer reports it.
-2. `python -m pfca_jax.convert --to-torch`: the run's weights as a state dict; loaded with strict=True into
+2. `python -m pfca_jax.convert to_torch`: the run's weights as a state dict; loaded with strict=True into
    the PyTorch definition of SimAM's CIFAR ResNet-20 (`pfca_jax.convert.torch_models`) and scored by
    PyTorch on the same 360 preprocessed test digits: correct count and the largest logit difference.
-3. `python -m pfca_jax.convert --from-torch ... --config configs/quickstart.py`, once with `none` and once
+3. `python -m pfca_jax.convert from_torch ... --config=configs/quickstart.py`, once with `none` and once
    with PFCA inserted: both folders scored by JAX (the PFCA one before any training).
 4. `python -m pfca_jax.main ... --config.init_from=<the PFCA folder>` for `--epochs` epochs at a tenth of the
    learning rate (and the same fine-tuning with `none` as the control): their test top-1.
 Writes the JSON and a Markdown table beside it (same name, .md), with the machine, date and command.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -25,6 +24,8 @@ import sys
 import tempfile
 
 import numpy as np
+
+from pfca_jax.cli import runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, 'configs', 'quickstart.py')
@@ -62,13 +63,14 @@ def load_config(attention: str = 'none'):
 
 
 def jax_logits(folder: str, images: np.ndarray) -> np.ndarray:
-  """Logits of the weights in a converted folder, through pfca_jax.predict's own reader."""
-  from pfca_jax import predict
-  config = predict.open_run(folder, 'classification')
+  """Logits of the weights in a converted folder, read as pfca_jax.predict reads a run (pfca_jax.run_folder)."""
+  import jax
+  from pfca_jax import run_folder
   from pfca_jax.data.classification import get_spec
-  model = predict.create_model(config, get_spec(config.dataset))
-  variables = predict.restore_variables(folder, model, (1, *images.shape[1:]))
-  return predict.make_forward(model, variables)(images)
+  config = run_folder.open_run(folder, 'classification')
+  model = run_folder.create_model(config, get_spec(config.dataset))
+  variables = run_folder.restore_variables(folder, model, (1, *images.shape[1:]))
+  return np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
 
 
 def torch_logits(path: str, images: np.ndarray) -> np.ndarray:
@@ -85,12 +87,12 @@ def top1(workdir: str) -> float:
     return json.load(f)['final']['eval/test/top1']
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def main(argv=None) -> None:
+  parser = runner.Parser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--out', default=os.path.join(REPO, 'experiments', 'results', 'torch_bridge.json'))
   parser.add_argument('--epochs', type=float, default=5.0, help='Fine-tuning epochs (default 5).')
   parser.add_argument('--work', default=None, help='Folder for the runs (default: a temporary one).')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   work = args.work or tempfile.mkdtemp(prefix='torch_bridge_')
   quick = ['--config.compare_attentions=none']
   start = datetime.datetime.now(datetime.timezone.utc)
@@ -98,12 +100,12 @@ def main() -> None:
   run('pfca_jax.main', f'--config={QUICKSTART}', f'--workdir={work}/trained', *quick)
   trained = os.path.join(work, 'trained', 'none')
   pth = os.path.join(work, 'none.pth')
-  run('pfca_jax.convert', '--to-torch', trained, '--out', pth)
+  run('pfca_jax.convert', 'to_torch', f'--workdir={trained}', f'--out={pth}')
   folders = {}
   for attention in ('none', 'pfca'):
     folders[attention] = os.path.join(work, f'imported_{attention}')
-    run('pfca_jax.convert', '--from-torch', pth, '--model', 'cifar_resnet20', '--attention', attention,
-        '--config', QUICKSTART, '--out', folders[attention])
+    run('pfca_jax.convert', 'from_torch', f'--file={pth}', '--model=cifar_resnet20', f'--attention={attention}',
+        f'--config={QUICKSTART}', f'--out={folders[attention]}')
 
   from pfca_jax.bench import timing
   images, labels = test_batches()
@@ -153,8 +155,8 @@ def markdown(r: dict) -> str:
 {r['date']}, {r['machine']}; {r['wall_time_s']} s. Command: `{r['command']}`
 
 CIFAR ResNet-20 trained on the scikit-learn digits by the quick start (`none`, 30 epochs), its weights
-written by `python -m pfca_jax.convert --to-torch`, loaded with `strict=True` into the PyTorch definition of
-SimAM's CIFAR ResNet-20 and scored by PyTorch, read back by `--from-torch`, and fine-tuned with PFCA inserted
+written by `python -m pfca_jax.convert to_torch`, loaded with `strict=True` into the PyTorch definition of
+SimAM's CIFAR ResNet-20 and scored by PyTorch, read back by `from_torch`, and fine-tuned with PFCA inserted
 through `--config.init_from` ({r['finetune_epochs']:g} epochs, base learning rate {r['finetune_base_learning_rate']:g},
 cosine, no warm-up; `none` fine-tuned the same way as the control). All on the same {n} test digits, one seed.
 
@@ -162,7 +164,7 @@ cosine, no warm-up; `none` fine-tuned the same way as the control). All on the s
 |---|---|---|
 | trained, `none` | the JAX trainer (results.json) | {100 * r['trained_none_top1_jax_trainer']:.2f}% |
 | exported to PyTorch | PyTorch | {pct(r['exported_none_correct_pytorch'])} |
-| imported back (`--from-torch`) | JAX | {pct(r['imported_none_correct_jax'])} |
+| imported back (`from_torch`) | JAX | {pct(r['imported_none_correct_jax'])} |
 | imported back, PFCA inserted, before fine-tuning | JAX | {pct(r['pfca_inserted_correct_before_finetuning'])} |
 | PFCA inserted, fine-tuned | the JAX trainer | {100 * r['finetuned_pfca_top1']:.2f}% |
 | `none`, fine-tuned the same way (control) | the JAX trainer | {100 * r['finetuned_none_top1']:.2f}% |
@@ -175,4 +177,4 @@ by a sigmoid of at least 0.62, more for channels far from the mean), hence the a
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(runner.run(main))

@@ -1,7 +1,7 @@
 """A plain training loop of a pfca_jax model, written as docs/models.md tells a library user: timed.
 
-    python experiments/user_loop.py [--model resnet50|msrresnet_x4] [--attention pfca]
-        [--attention_impl fast|reference] [--cpu_settings on|off] [--batch_size 16] [--steps 6]
+    python experiments/user_loop.py [--model=resnet50|msrresnet_x4] [--attention=pfca]
+        [--attention_impl=fast|reference] [--cpu_settings=on|off] [--batch_size=16] [--steps=6]
 
 No trainer, no config: `models.create`, optax, one `jax.jit`ted step. With `--cpu_settings=on` the
 script calls `pfca_jax.cli.cpu_settings.apply()` first, before JAX is imported, as the guide shows;
@@ -10,15 +10,16 @@ steps after one untimed step (the compilation). docs/models.md and experiments/r
 give the measurements.
 """
 
-import argparse
 import sys
 import time
+
+from pfca_jax.cli import runner
 
 SIDES = {'resnet50': 224, 'msrresnet_x4': 32}  # Input side: ImageNet's crop, MSRResNet x4's LR patch.
 
 
 def parse(argv):
-  parser = argparse.ArgumentParser(prog='python experiments/user_loop.py', description=__doc__.split('\n')[0])
+  parser = runner.Parser(prog='python experiments/user_loop.py', description=__doc__.split('\n')[0])
   parser.add_argument('--model', default='msrresnet_x4', choices=sorted(SIDES))
   parser.add_argument('--attention', default='pfca')
   parser.add_argument('--attention_impl', default='fast', choices=('fast', 'reference'))
@@ -93,4 +94,4 @@ if __name__ == '__main__':
   if '--cpu_settings=off' not in sys.argv:
     from pfca_jax.cli import cpu_settings
     cpu_settings.apply()  # As docs/models.md shows: first, before JAX is imported.
-  sys.exit(main())
+  sys.exit(runner.run(main))

@@ -8,11 +8,10 @@ Only parses flags, joins the processes of a multi-host run, and calls
 saved; a stop by SIGTERM or Ctrl-C, once its checkpoint is saved, with 128 + the signal's number (143, 130).
 """
 
-import functools
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from pfca_jax.cli import command, cpu_settings
@@ -37,7 +36,6 @@ def main(argv):
   command.quiet_closed_event_loops()
   command.join_processes(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from pfca_jax import train
-  from pfca_jax.errors import RunFailed, UserError
   from pfca_jax.studies import compare
   from pfca_jax.train import checkpointing
   config = _CONFIG.value
@@ -46,12 +44,6 @@ def main(argv):
       compare.run(config, _WORKDIR.value, overrides=config_flags.get_override_values(flags.FLAGS['config']))
     else:
       train.train_and_evaluate(config, _WORKDIR.value)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2)
-  except RunFailed as e:  # Divergence, a checkpoint that could not be saved.
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(e.exit_status)
   except checkpointing.TrainingStopped as e:
     sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
 
@@ -59,4 +51,5 @@ def main(argv):
 if __name__ == '__main__':
   cpu_settings.apply()  # Before JAX starts; each setting documented there, PFCA_JAX_CPU_SETTINGS=0 skips all.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow only reads data here: no C++ log noise.
-  app.run(main, flags_parser=functools.partial(command.parse_flags, config_flag=_CONFIG))
+  # A UserError (status 2) or RunFailed (its own status) from parsing or training ends as one line there.
+  sys.exit(command.run(main, _CONFIG))

@@ -2,7 +2,7 @@
 
 Usage:
 
-    python -m pfca_jax.plot WORKDIR [WORKDIR ...] [--out=FILE.png] [--metric=NAME] [--smooth=N]
+    python -m pfca_jax.plot --workdirs=WORKDIR[,WORKDIR...] [--out=FILE.png] [--metric=NAME] [--smooth=N]
 
 Each WORKDIR is a training run's --workdir: its metrics.jsonl (written by `pfca_jax.train.reporting`) gives
 the curves, its config.json (when present) the task and the label. The figure has the train loss vs
@@ -33,7 +33,6 @@ For scripts: `read_metrics(workdir)` -> {name: [(step, value), ...]}, `read_conf
 `make_figure(...)` -> a matplotlib Figure to add to, and `plot_runs(workdirs, out, metric)` -> path.
 """
 
-import argparse
 import collections
 import json
 import math
@@ -42,6 +41,7 @@ import sys
 
 import numpy as np
 
+from pfca_jax.cli import runner
 from pfca_jax.errors import UserError
 from pfca_jax.train import metrics_log
 
@@ -283,29 +283,31 @@ def plot_runs(workdirs: list[str], out: str = 'plot.png', metric: str | None = N
   return os.path.abspath(out)
 
 
-class _Parser(argparse.ArgumentParser):
-
-  def error(self, message):
-    raise UserError(f'{message} (see --help)')
+def parser() -> runner.Parser:
+  p = runner.Parser('python -m pfca_jax.plot', __doc__.split('\n\n')[0],
+                    renamed={'positional': 'give the run folders as --workdirs=WORKDIR[,WORKDIR...]'})
+  p.add_argument('--workdirs', metavar='WORKDIR[,WORKDIR...]', help="training runs' --workdir, comma-separated")
+  p.add_argument('--out', default='plot.png',
+                 help='image to write; the extension picks the format (default: ./plot.png)')
+  p.add_argument('--metric', default=None,
+                 help='eval/<set>/<name>, <name> (every set) or train/<name>; default: top1 or psnr_y')
+  p.add_argument('--smooth', type=int, default=1, metavar='N',
+                 help='train loss as a trailing mean of N log lines (default 1: raw)')
+  return p
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = _Parser(prog='python -m pfca_jax.plot', description=__doc__.split('\n\n')[0])
-  parser.add_argument('workdirs', nargs='+', metavar='WORKDIR', help="a training run's --workdir")
-  parser.add_argument('--out', default='plot.png',
-                      help='image to write; the extension picks the format (default: ./plot.png)')
-  parser.add_argument('--metric', default=None,
-                      help='eval/<set>/<name>, <name> (every set) or train/<name>; default: top1 or psnr_y')
-  parser.add_argument('--smooth', type=int, default=1, metavar='N',
-                      help='train loss as a trailing mean of N log lines (default 1: raw)')
-  try:
-    args = parser.parse_args(argv)
-    path = plot_runs(args.workdirs, args.out, args.metric, args.smooth)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 2
-  print(path)
-  return 0
+  """The command's exit status: 0, or 2 after one `error: ...` line (also when called from Python)."""
+  return runner.run(_plot, argv)
+
+
+def _plot(argv: list[str] | None) -> None:
+  args = parser().parse_args(argv)
+  # Not required by the parser: a positional run folder is then refused as such, naming --workdirs.
+  workdirs = [w for w in (args.workdirs or '').split(',') if w]
+  if not workdirs:
+    raise UserError('--workdirs is required: the training runs to plot, e.g. --workdirs=runs/none,runs/pfca')
+  print(plot_runs(workdirs, args.out, args.metric, args.smooth))
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ on stderr and exit status 2. Conversions of the input (16-bit, grayscale, alpha,
 TensorFlow is imported only by `classify` (its evaluation preprocessing), so `upscale` starts fast.
 """
 
-import argparse
 import contextlib
 import json
 import os
@@ -27,130 +26,15 @@ import sys
 
 import numpy as np
 
-from pfca_jax import image_io
+from pfca_jax import image_io, run_folder
+from pfca_jax.cli import runner
 from pfca_jax.errors import UserError
-
-TASK_COMMANDS = {'classification': 'classify', 'super_resolution': 'upscale'}
-
 
 def note(text: str) -> None:
   print(f'note: {text}', file=sys.stderr, flush=True)
 
 
-# --- The run: config, model, parameters ------------------------------------------------------------
-
-
-def checkpoint_steps(workdir: str) -> list[int]:
-  """Steps of the complete checkpoints in WORKDIR/checkpoints (orbax renames a folder to its step when done)."""
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(name) for name in os.listdir(directory)
-                if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
-
-
-def open_run(workdir: str, task: str | None = None):
-  """The ConfigDict of a training workdir of `task` (None: either task) that holds a checkpoint, or a one-line
-  UserError."""
-  if not workdir:
-    raise UserError('--workdir is required: the folder of a training run (with config.json and checkpoints/)')
-  if not os.path.isdir(workdir):
-    raise UserError(f'workdir {workdir!r} does not exist' if not os.path.exists(workdir)
-                    else f'workdir {workdir!r} is not a folder')
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    # A comparison (config.compare_attentions) keeps one run per attention in WORKDIR/<attention>/.
-    runs = sorted(os.path.join(workdir, name) for name in os.listdir(workdir)
-                  if os.path.isfile(os.path.join(workdir, name, 'config.json')))
-    if runs:
-      raise UserError(f'workdir {workdir!r} has no config.json but holds the runs {", ".join(runs)}: '
-                      'pass one of them as --workdir')
-    raise UserError(f'workdir {workdir!r} has no config.json: not a training run of pfca_jax.main '
-                    '(which writes it when training starts)')
-  try:
-    with open(path) as f:
-      content = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f'cannot read {path}: {e}') from None
-  run_task = content.get('task') if isinstance(content, dict) else None
-  if run_task not in TASK_COMMANDS:
-    raise UserError(f'{path} has task={run_task!r}; this command handles {", ".join(TASK_COMMANDS)}')
-  if task is not None and run_task != task:
-    model = content.get('model', {}).get('name', '?')
-    raise UserError(f'workdir {workdir!r} is a {run_task} run ({model}): use `{TASK_COMMANDS[run_task]}`, '
-                    f'not `{TASK_COMMANDS[task]}`')
-  if not checkpoint_steps(workdir):
-    raise UserError(f'workdir {workdir!r} has no checkpoint in {os.path.join(workdir, "checkpoints")} '
-                    '(training saves one every checkpoint_every_steps and at its end)')
-  import ml_collections
-  content.pop('provenance', None)  # What produced the run, not part of its config.
-  return ml_collections.ConfigDict(content)
-
-
-def create_model(config, spec=None):
-  """The network of the run: `spec` (the dataset's DatasetSpec) gives the number of classes."""
-  from pfca_jax.models.from_config import create_model as create
-  if config.task == 'super_resolution':
-    return create(config, scale=config.scale)
-  return create(config, num_classes=spec.num_classes)
-
-
-def _paths_and_shapes(tree) -> dict[str, tuple]:
-  import jax
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path, simple=True, separator='.'): tuple(leaf.shape) for path, leaf in leaves}
-
-
-def _check_checkpoint(wanted: dict, stored: dict, directory: str) -> None:
-  """Names the first parameter where the checkpoint and the model of config.json disagree (before orbax fails
-  in its background threads, which log tracebacks)."""
-  wanted = _paths_and_shapes(wanted)
-  stored = _paths_and_shapes({k: stored.get(k, {}) for k in ('params', 'batch_stats')})
-  for name in sorted(wanted.keys() | stored.keys()):
-    if wanted.get(name) != stored.get(name):
-      found = 'absent' if name not in stored else f'of shape {stored[name]}'
-      needed = 'has no such parameter' if name not in wanted else f'needs {wanted[name]}'
-      raise UserError(f'the checkpoint in {directory} does not fit the model of config.json: {name} is {found} '
-                      f'there, and the model {needed}')
-
-
-def restore_variables(workdir: str, model, input_shape, average: bool = False) -> dict:
-  """{'params', 'batch_stats'} of the latest checkpoint, on this process's first device.
-
-  The target tree comes from the model itself, so the optimiser state is never read (nor its config
-  needed), and its explicit one-device sharding lets a checkpoint written on 8 devices load on 1.
-  average: read the moving average of the weights (a run with config.ema_decay > 0) instead of the
-  trained weights, as evaluation did.
-  """
-  import jax
-  from pfca_jax.train import sharding
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros(input_shape), train=False))
-  placement = sharding.replicated(sharding.create_mesh(jax.local_devices()[:1]))
-  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=placement),
-                        {'params': shapes['params'], 'batch_stats': shapes.get('batch_stats', {})})
-  from pfca_jax.train import checkpointing
-  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-  with checkpointing.reading(workdir) as (manager, step):
-    if step is None:
-      raise UserError(f'workdir {workdir!r} has no complete checkpoint in {directory}')
-    try:
-      stored = dict(manager.item_metadata(step)['state'].tree)
-      stored = dict(stored.get('ema') or {}) if average else stored
-    except Exception:  # noqa: BLE001 -- a damaged checkpoint: restore_newest below names it and moves on.
-      stored = None
-    if stored is not None:  # A checkpoint of another model: said by name, not as damage.
-      _check_checkpoint(target, stored, directory)
-    used, restored, _, damaged = checkpointing.restore_newest(manager, {'ema': target} if average else target,
-                                                              partial=True)
-    for bad_step, why in damaged:
-      print(f'warning: the checkpoint of step {bad_step} in {directory} cannot be read ({why}); '
-            f'predicting with the checkpoint of step {used}', file=sys.stderr, flush=True)
-  return dict(restored['ema'] if average else restored)
-
-
-def uses_average(config) -> bool:
-  """Whether the run kept a moving average of its weights, which evaluation scored and prediction uses."""
-  return config.get('ema_decay', 0.0) > 0
+# --- The model --------------------------------------------------------------------------------------
 
 
 def make_forward(model, variables):
@@ -237,7 +121,7 @@ def classify(args) -> None:
   for path in args.images:
     image_io.check_input(path)
   images = [image_io.read_image(path) for path in args.images]  # Decoded first: a damaged file costs no model.
-  config = open_run(args.workdir, 'classification')
+  config = run_folder.open_run(args.workdir, 'classification')
   image_io.import_tensorflow()  # Before pfca_jax.data, so that its import is silent too.
   from pfca_jax.data.classification import get_spec
   inputs, notes = [], []
@@ -248,11 +132,11 @@ def classify(args) -> None:
       if image.alpha is not None:
         notes.append(f'{path} has an alpha channel; it is ignored (the classifier sees the RGB values)')
       inputs.append(preprocess(image.rgb, config, spec, path, notes))
-    model = create_model(config, spec)
+    model = run_folder.create_model(config, spec)
   for text in notes:  # Only once every image could be read: a failure is then the one line printed.
     note(text)
-  forward = make_forward(model, restore_variables(args.workdir, model, (1, *inputs[0].shape),
-                                                    uses_average(config)))
+  forward = make_forward(model, run_folder.restore_variables(args.workdir, model, (1, *inputs[0].shape),
+                                                               run_folder.uses_average(config)))
   import jax
   names = class_names(config, spec)
   k = min(args.top, spec.num_classes)
@@ -297,7 +181,7 @@ def upscale(args) -> None:
   image_io.check_input(args.input)
   _, stores_alpha = image_io.check_output(args.output)
   image = image_io.read_image(args.input)  # Decoded first: a damaged file costs no model.
-  config = open_run(args.workdir, 'super_resolution')
+  config = run_folder.open_run(args.workdir, 'super_resolution')
   from pfca_jax.tasks import tiling
   with config_fields(args.workdir):
     tile = config.eval_tile if args.tile is None else args.tile
@@ -308,7 +192,7 @@ def upscale(args) -> None:
       raise UserError(f'--tile={tile} --overlap={overlap}: need 0 <= overlap < tile / 2 and '
                       f'tile > {2 * tiling.RECONSTRUCT_RADIUS} (the run evaluated with --tile={config.eval_tile} '
                       f'--overlap={config.eval_tile_overlap})') from None
-    model = create_model(config)
+    model = run_folder.create_model(config)
   for text in image.notes:
     note(text)
   if image.alpha is not None:
@@ -316,7 +200,7 @@ def upscale(args) -> None:
          if stores_alpha else
          f'{args.input} has an alpha channel, which {os.path.splitext(args.output)[1]} files cannot store; dropped')
   upscaler = tiling.Upscaler(model, tile=tile, overlap=overlap)
-  upscaler.use(restore_variables(args.workdir, model, (1, tile, tile, 3), uses_average(config)))
+  upscaler.use(run_folder.restore_variables(args.workdir, model, (1, tile, tile, 3), run_folder.uses_average(config)))
   height, width = image.rgb.shape[:2]
   if upscaler.goes_in_tiles(height, width):
     note(f'{args.input} is {width}x{height}, above {upscaler.max_whole_pixels:,} pixels: the whole network goes in '
@@ -337,17 +221,9 @@ def upscale(args) -> None:
 # --- command line ----------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-  """argparse's mistakes as one UserError line (its default is usage text plus the error)."""
-
-  def error(self, message):
-    raise UserError(f'{message} (see {self.prog} --help)')
-
-
-def parser() -> argparse.ArgumentParser:
-  main_parser = _Parser(prog='python -m pfca_jax.predict', description='\n\n'.join(__doc__.split('\n\n')[:2]),
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = main_parser.add_subparsers(dest='command', required=True, parser_class=_Parser)
+def parser() -> runner.Parser:
+  main_parser = runner.Parser('python -m pfca_jax.predict', '\n\n'.join(__doc__.split('\n\n')[:2]))
+  commands = main_parser.add_subcommands()
   c = commands.add_parser('classify', help='Top classes of each image, by a classification run.')
   c.add_argument('--workdir', required=True, help='Folder of a classification training run.')
   c.add_argument('images', nargs='+', metavar='IMAGE', help='Image files (PNG, JPEG, TIFF, BMP, ...).')
@@ -365,22 +241,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The command's exit status: 0, or 2 after one `error: ...` line (also when called from Python)."""
+  return runner.run(_predict, argv)
+
+
+def _predict(argv: list[str] | None) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  try:
-    args = parser().parse_args(argv)
-    from absl import logging
-    from pfca_jax.cli import command
-    # Orbax's lines are not the user's business: a checkpoint that cannot be read is said by us, in one line.
-    logging.set_verbosity(logging.FATAL)
-    command.quiet_closed_event_loops()
-    (classify if args.command == 'classify' else upscale)(args)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 2
-  except KeyboardInterrupt:
-    print('interrupted', file=sys.stderr, flush=True)
-    return 130
-  return 0
+  args = parser().parse_args(argv)
+  from absl import logging
+  from pfca_jax.cli import command
+  # Orbax's lines are not the user's business: a checkpoint that cannot be read is said by us, in one line.
+  logging.set_verbosity(logging.FATAL)
+  command.quiet_closed_event_loops()
+  (classify if args.command == 'classify' else upscale)(args)
 
 
 if __name__ == '__main__':

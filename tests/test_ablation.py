@@ -69,10 +69,12 @@ def run_cli(*args, timeout=600):
     (['--config.no_such_field=1'], "error: unknown config field 'no_such_field'"),
     (['--config.model.attention=se'], 'error: --config.model.attention has no effect here: the grid trains the '
                                       'attentions of --attentions=none,pfca,se,eca,simam'),
+    (['--attention=se'], 'error: unknown flag --attention; the flags are --config, --seeds, --attentions, --workdir'),
 ])
 def test_mistakes_end_in_one_line_before_training(args, message, tmp_path):
   done = run_cli('--config=configs/quickstart.py', f'--workdir={tmp_path}/runs', *args, timeout=120)
-  assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(message), done.stderr[-2000:]
+  lines = done.stderr.splitlines()
+  assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
   assert not os.path.exists(tmp_path / 'runs' / 'none')
 
 

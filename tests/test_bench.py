@@ -91,6 +91,10 @@ def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
     (['--torch_layouts=nhwc'], "--torch_layouts='nhwc': nhwc; valid: nchw, channels_last"),
     (['--benchmarks=cifar_resnet56,resnet50', '--side=16'], '--side=16 is below what resnet50 takes: at least 32'),
     (['--benchmarks=cifar_resnet20', '--side=2'], '--side=2 is below what cifar_resnet20 takes: at least 4'),
+    (['--rounds=x'], "argument --rounds: invalid int value: 'x'"),
+    (['--attention=pfca'], '--attention is not a flag of python -m pfca_jax.bench any more: use --attentions='),
+    (['--benchmark=resnet50'], '--benchmark is not a flag of python -m pfca_jax.bench any more: use --benchmarks='),
+    (['--bogus=1'], 'unknown flag --bogus; the flags of python -m pfca_jax.bench are --benchmarks, --attentions, '),
 ])
 def test_bad_arguments_are_one_line(argv, message, capsys):
   assert timing.main(argv + ['--torch=off']) == 2

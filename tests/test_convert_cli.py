@@ -1,5 +1,5 @@
-"""python -m pfca_jax.convert on real runs: --to-torch of a CIFAR ResNet-20 and of an MSRResNet x2 that kept a
-moving average, loaded into the PyTorch definitions; --from-torch of the exported file, then predict on the
+"""python -m pfca_jax.convert on real runs: to_torch of a CIFAR ResNet-20 and of an MSRResNet x2 that kept a
+moving average, loaded into the PyTorch definitions; from_torch of the exported file, then predict on the
 folder; and every mistake refused with one `error:` line, exit status 2 and nothing written.
 
 The commands run as forks of one pre-imported process (tests/fork_server.py), as in test_bad_inputs.py.
@@ -101,13 +101,13 @@ def assert_same(a: dict, b: dict):
 
 
 # ---------------------------------------------------------------------------------------------------
-# --to-torch.
+# to_torch.
 
 
 @pytest.fixture(scope='module')
 def cls_pth(server, base, cls_run):
   path = os.path.join(base, 'resnet20.pth')
-  out = convert(server, base, 'to_torch_cls', f'--to-torch {cls_run} --out {path}')
+  out = convert(server, base, 'to_torch_cls', f'to_torch --workdir={cls_run} --out={path}')
   assert out.strip() == f'{path}: cifar_resnet20 + none, moving-average weights of step 1 (a bare state dict)'
   return path
 
@@ -142,7 +142,7 @@ def test_a_resnet_exports_its_average_as_a_state_dict_the_reference_loads_strict
 @pytest.fixture(scope='module')
 def sr_pth(server, base, sr_run):
   path = os.path.join(base, 'msrresnet_x2.pth')
-  out = convert(server, base, 'to_torch_sr', f'--to-torch {sr_run} --out {path}')
+  out = convert(server, base, 'to_torch_sr', f'to_torch --workdir={sr_run} --out={path}')
   assert out.strip() == (f'{path}: msrresnet + pfca, moving-average weights of step 2 (BasicSR layout: params, '
                          'params_ema)')
   return path
@@ -160,7 +160,7 @@ def test_an_msrresnet_exports_basicsr_layout_with_its_average_as_params_ema(sr_p
 
 
 # ---------------------------------------------------------------------------------------------------
-# --from-torch, then predict.
+# from_torch, then predict.
 
 
 @pytest.fixture(scope='module')
@@ -192,7 +192,7 @@ def test_predict_on_the_run_itself_upscales_with_its_average_as_exported(server,
 @pytest.fixture(scope='module')
 def converted(server, base, sr_pth):
   folder = os.path.join(base, 'converted')
-  out = convert(server, base, 'from_torch', f'--from-torch {sr_pth} --model msrresnet --out {folder}')
+  out = convert(server, base, 'from_torch', f'from_torch --file={sr_pth} --model=msrresnet --out={folder}')
   assert out.startswith(f'{folder}: msrresnet + none, 4,531 parameters from {sr_pth} (params_ema)')
   return folder
 
@@ -230,7 +230,7 @@ def test_from_torch_with_pfca_inserted_predicts_with_the_files_weights(server, b
             '  config.ema_decay = 0.0\n  return config\n')
   folder = os.path.join(base, 'converted_pfca')
   convert(server, base, 'from_torch_pfca',
-          f'--from-torch {sr_pth} --model msrresnet --scale 2 --attention pfca --config {config_file} --out {folder}')
+          f'from_torch --file={sr_pth} --model=msrresnet --scale=2 --attention=pfca --config={config_file} --out={folder}')
   with open(os.path.join(folder, 'config.json')) as f:
     assert json.load(f)['model']['attention'] == 'pfca'
   output = os.path.join(base, 'pfca_x2.png')
@@ -263,24 +263,32 @@ def inputs(base, sr_pth):
 
 
 ERRORS = [
-    ('file_missing', '--from-torch {inputs}/missing.pth --model msrresnet --out {out}',
+    ('file_missing', 'from_torch --file={inputs}/missing.pth --model=msrresnet --out={out}',
      '{inputs}/missing.pth does not exist'),
-    ('not_a_checkpoint', '--from-torch {inputs}/random.pth --model msrresnet --out {out}',
+    ('not_a_checkpoint', 'from_torch --file={inputs}/random.pth --model=msrresnet --out={out}',
      '{inputs}/random.pth is not a PyTorch checkpoint that torch.load can read'),
-    ('no_state_dict', '--from-torch {inputs}/no_state.pth --model msrresnet --out {out}',
+    ('no_state_dict', 'from_torch --file={inputs}/no_state.pth --model=msrresnet --out={out}',
      "{inputs}/no_state.pth holds a dict without a state dict (its keys: 'epoch', 'best_psnr')"),
-    ('wrong_model', '--from-torch {sr_pth} --model cifar_resnet20 --out {out}',
+    ('wrong_model', 'from_torch --file={sr_pth} --model=cifar_resnet20 --out={out}',
      '{sr_pth} holds msrresnet (scale=2, num_feat=8, num_block=1, num_in_ch=3, num_out_ch=3) weights, not '
      'cifar_resnet20; give --model=msrresnet'),
-    ('wrong_scale', '--from-torch {sr_pth} --model msrresnet --scale 3 --out {out}',
+    ('wrong_scale', 'from_torch --file={sr_pth} --model=msrresnet --scale=3 --out={out}',
      '{sr_pth} holds MSRResNet x2 weights, not x3; give --scale=2'),
-    ('no_model', '--from-torch {sr_pth} --out {out}', '--from-torch needs --model NAME'),
-    ('from_torch_out_not_empty', '--from-torch {sr_pth} --model msrresnet --out {inputs}/full',
-     "--out '{inputs}/full' is a folder that is not empty"),
-    ('to_torch_out_exists', '--to-torch {sr_run} --out {inputs}/exists.pth',
-     "--out '{inputs}/exists.pth' exists; give a new file name"),
-    ('to_torch_not_a_run', '--to-torch {inputs}/not_a_run --out {out}.pth',
+    ('no_model', 'from_torch --file={sr_pth} --out={out}', 'the following arguments are required: --model'),
+    ('from_torch_out_not_empty', 'from_torch --file={sr_pth} --model=msrresnet --out={inputs}/full',
+     "--out='{inputs}/full' is a folder that is not empty"),
+    ('to_torch_out_exists', 'to_torch --workdir={sr_run} --out={inputs}/exists.pth',
+     "--out='{inputs}/exists.pth' exists; give a new file name"),
+    ('to_torch_not_a_run', 'to_torch --workdir={inputs}/not_a_run --out={out}.pth',
      "workdir '{inputs}/not_a_run' has no config.json: not a training run"),
+    ('to_torch_option_of_from_torch', 'to_torch --workdir={sr_run} --out={out}.pth --model=msrresnet',
+     'unknown flag --model; the flags of python -m pfca_jax.convert to_torch are --workdir, --out'),
+    ('removed_from_torch', '--from-torch {sr_pth} --model msrresnet --out {out}',
+     '--from-torch is not a flag of python -m pfca_jax.convert any more: write `python -m pfca_jax.convert '
+     'from_torch --file=FILE.pth'),
+    ('removed_to_torch', 'to_torch --to-torch={sr_run} --out={out}.pth',
+     '--to-torch is not a flag of python -m pfca_jax.convert any more: write `python -m pfca_jax.convert '
+     'to_torch --workdir=RUN'),
 ]
 
 

@@ -19,7 +19,7 @@ from conftest import assert_trees_equal, checkpointed_state, host, load_repo_mod
 import tiny_sr
 
 from pfca_jax import convert, models, train
-from pfca_jax.convert import run_folder
+from pfca_jax import run_folder
 from pfca_jax.train import config_defaults, init_from, sharding, train_state
 from pfca_jax.errors import UserError
 from pfca_jax.models.from_config import create_model
@@ -45,7 +45,7 @@ def source(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def converted_sr(source, tmp_path_factory):
-  """A folder as `python -m pfca_jax.convert --from-torch` writes it, holding the source's trained weights."""
+  """A folder as `python -m pfca_jax.convert from_torch` writes it, holding the source's trained weights."""
   out = str(tmp_path_factory.mktemp('converted_sr') / 'folder')
   state = checkpointed_state(source)
   run_folder.write(out, sr_config(''), {'params': state['params'], 'batch_stats': {}},
@@ -165,7 +165,7 @@ def test_a_changed_init_from_may_resume(source, data_dir, tmp_path):
 
 @pytest.mark.parametrize('path, message', [
     ('{tmp}/missing', "init_from '{tmp}/missing' does not exist; it takes a run folder (with checkpoints/), a folder "
-                      'written by python -m pfca_jax.convert --from-torch, or a PyTorch .pth file'),
+                      'written by python -m pfca_jax.convert from_torch, or a PyTorch .pth file'),
     ('{tmp}', "init_from '{tmp}' is a folder without config.json and checkpoints/; it takes a run folder"),
     ('gs://bucket/run', "init_from 'gs://bucket/run' is a URL"),
 ])
@@ -202,7 +202,7 @@ def plain_resnet20(num_classes):
 
 @pytest.fixture(scope='module')
 def converted_cifar100(tmp_path_factory):
-  """ResNet-20 weights of 100 classes, converted (the default config of --from-torch: CIFAR-100)."""
+  """ResNet-20 weights of 100 classes, converted (the default config of from_torch: CIFAR-100)."""
   out = str(tmp_path_factory.mktemp('converted_cls') / 'folder')
   config = config_defaults.classification()
   config.model.name = 'cifar_resnet20'

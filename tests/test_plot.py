@@ -99,7 +99,7 @@ def test_torn_lines_are_skipped_with_one_warning(tmp_path, capsys):
   assert capsys.readouterr().err == f'warning: skipped 2 torn or non-metrics line(s) of {path}: 3, 5\n'
 
   out = str(tmp_path / 'torn.png')
-  assert plot.main([workdir, f'--out={out}']) == 0
+  assert plot.main([f'--workdirs={workdir}', f'--out={out}']) == 0
   captured = capsys.readouterr()
   assert captured.out == out + '\n'
   assert captured.err == f'warning: skipped 2 torn or non-metrics line(s) of {path}: 3, 5\n'
@@ -161,7 +161,7 @@ def test_smoothing_is_a_trailing_mean_over_the_raw_curve(classification_runs):
 
 
 def test_command_line(classification_runs, tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'pfca_jax.plot', *classification_runs, '--metric=top5'],
+  result = subprocess.run([sys.executable, '-m', 'pfca_jax.plot', f'--workdirs={",".join(classification_runs)}', '--metric=top5'],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr
   out = os.path.realpath(tmp_path / 'plot.png')  # The default --out: plot.png in the current directory.
@@ -180,25 +180,31 @@ def test_command_line(classification_runs, tmp_path):
     ('unwritable', "cannot write --out='{tmp}/no/such/dir/p.png'"),
     ('format', "unknown image format 'xyz'; valid: "),
     ('smooth', '--smooth=0 must be >= 1'),
-    ('no_workdir', 'the following arguments are required: WORKDIR'),
+    ('no_workdir', '--workdirs is required'),
     ('twice', 'is given more than once'),
+    ('positional', "unexpected argument '{tmp}/run': give the run folders as --workdirs=WORKDIR[,WORKDIR...]"),
+    ('unknown_flag', 'unknown flag --workdir; the flags of python -m pfca_jax.plot are --workdirs, --out, --metric, '
+                     '--smooth'),
 ])
 def test_errors_are_one_line_and_exit_2(case, expected, classification_runs, tmp_path, capsys):
   run = classification_runs[0]
   bad = str(tmp_path / 'bad')
   os.makedirs(bad)
   argv = {  # Lambdas: only the case under test writes into `bad`.
-      'missing': lambda: [str(tmp_path / 'nowhere')],
-      'not_a_run': lambda: [bad],
-      'url': lambda: ['gs://bucket/run'],
-      'empty': lambda: [_write_run(bad, [], tail='\n  \n')],
-      'not_metrics': lambda: [_write_run(bad, [{'step': 'one', 'train/loss': 1.0}], tail='{"step": 2, "tr\n')],
-      'metric': lambda: [run, '--metric=top9'],
-      'unwritable': lambda: [run, f'--out={tmp_path}/no/such/dir/p.png'],
-      'format': lambda: [run, f'--out={tmp_path}/p.xyz'],
-      'smooth': lambda: [run, '--smooth=0'],
+      'missing': lambda: [f'--workdirs={tmp_path}/nowhere'],
+      'not_a_run': lambda: [f'--workdirs={bad}'],
+      'url': lambda: ['--workdirs=gs://bucket/run'],
+      'empty': lambda: ['--workdirs=' + _write_run(bad, [], tail='\n  \n')],
+      'not_metrics': lambda: ['--workdirs=' + _write_run(bad, [{'step': 'one', 'train/loss': 1.0}],
+                                                         tail='{"step": 2, "tr\n')],
+      'metric': lambda: [f'--workdirs={run}', '--metric=top9'],
+      'unwritable': lambda: [f'--workdirs={run}', f'--out={tmp_path}/no/such/dir/p.png'],
+      'format': lambda: [f'--workdirs={run}', f'--out={tmp_path}/p.xyz'],
+      'smooth': lambda: [f'--workdirs={run}', '--smooth=0'],
       'no_workdir': lambda: [],
-      'twice': lambda: [run, run + '/'],
+      'twice': lambda: [f'--workdirs={run},{run}/'],
+      'positional': lambda: [f'{tmp_path}/run'],
+      'unknown_flag': lambda: [f'--workdir={run}'],
   }[case]()
   assert plot.main(argv) == 2
   captured = capsys.readouterr()

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 from conftest import checkpointed_state
 from PIL import Image
 
-from pfca_jax import image_io, predict, train
+from pfca_jax import image_io, predict, run_folder, train
 from pfca_jax.train import config_defaults
 from pfca_jax.tasks import tiling
 from pfca_jax.data import classification, fake_data, preprocessing
@@ -377,9 +377,9 @@ def test_a_damaged_newest_checkpoint_predicts_with_the_one_before_and_says_so(cl
     with open(path, 'r+b') as f:  # ...whose arrays were cut short.
       f.truncate(os.path.getsize(path) // 2)
   config, model, variables = restored(cls_run)
-  used = predict.restore_variables(workdir, model, (1, 32, 32, 3))
+  used = run_folder.restore_variables(workdir, model, (1, 32, 32, 3))
   err = capsys.readouterr().err
   assert f'warning: the checkpoint of step 2 in {checkpoints} cannot be read (' in err
-  assert err.rstrip().endswith('predicting with the checkpoint of step 1')
+  assert err.rstrip().endswith('using the checkpoint of step 1') and len(err.splitlines()) == 1
   for x, y in zip(jax.tree.leaves(used), jax.tree.leaves(variables), strict=True):
     np.testing.assert_array_equal(x, y)

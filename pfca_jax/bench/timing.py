@@ -1,10 +1,10 @@
 """Training-step throughput of the paper's networks per attention, side by side: a benchmark, not a test.
 
-    python -m pfca_jax.bench [--benchmarks resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4]
-        [--attentions none,pfca,se,eca,simam] [--batch_size 16] [--rounds 5] [--steps 2] [--round_seconds 0]
-        [--attention_impl fast|reference] [--conv_impl auto|xla|matmul] [--dtype float32|bfloat16] [--torch auto|off]
-        [--torch_layouts auto|nchw,channels_last] [--pipelines]
-        [--json bench.json]
+    python -m pfca_jax.bench [--benchmarks=resnet50,cifar_resnet56,cifar_resnet164,msrresnet_x4]
+        [--attentions=none,pfca,se,eca,simam] [--batch_size=16] [--rounds=5] [--steps=2] [--round_seconds=0]
+        [--attention_impl=fast|reference] [--conv_impl=auto|xla|matmul] [--dtype=float32|bfloat16] [--torch=auto|off]
+        [--torch_layouts=auto|nchw,channels_last] [--pipelines]
+        [--json=bench.json]
 
 Each entry is the trainer's own jitted step (pfca_jax.train.steps.make_train_step, the configs' optimiser,
 loss and sharding over every device) on a fixed random batch. Entries are compiled first (compile
@@ -24,7 +24,6 @@ and channels_last unless `--torch_layouts` says which) join the same rounds (pfc
 prepared.
 """
 
-import argparse
 import json
 import math
 import os
@@ -38,7 +37,7 @@ import jax
 import numpy as np
 
 from pfca_jax.bench import torch_reference
-from pfca_jax.cli import cpu_settings
+from pfca_jax.cli import cpu_settings, runner
 from pfca_jax.errors import UserError
 from pfca_jax.models.attention import ATTENTIONS
 from pfca_jax.models.fast.conv import CONV_IMPLS
@@ -310,39 +309,53 @@ def parse_names(text: str, valid, what: str) -> list[str]:
   return names
 
 
+def parser() -> runner.Parser:
+  p = runner.Parser('python -m pfca_jax.bench', __doc__.split('\n\n')[0],
+                    renamed={'--attention': 'use --attentions=NAME[,NAME...]',
+                             '--benchmark': 'use --benchmarks=NAME[,NAME...]'})
+  p.add_argument('--benchmarks', default=DEFAULT_BENCHMARKS, help=f'comma-separated; valid: {", ".join(BENCHMARKS)}')
+  p.add_argument('--attentions', default='none,pfca,se', help=f'comma-separated; valid: {", ".join(ATTENTIONS)}')
+  p.add_argument('--batch_size', type=int, default=16)
+  p.add_argument('--rounds', type=int, default=5)
+  p.add_argument('--steps', type=int, default=2, help='steps per entry per round (at least)')
+  p.add_argument('--round_seconds', type=float, default=0.0,
+                 help='more steps per round for fast entries: about this many seconds each')
+  p.add_argument('--attention_impl', default='fast', choices=ATTENTION_IMPLS,
+                 help='the layers the networks are built from (pfca_jax/models/layers.py)')
+  p.add_argument('--conv_impl', default='auto', choices=CONV_IMPLS)
+  p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
+  p.add_argument('--torch', default='auto', choices=('auto', 'off'))
+  p.add_argument('--torch_layouts', default='auto',
+                 help='PyTorch memory formats to time: auto (CPU both, GPU channels_last) or a list of '
+                      + ','.join(torch_reference.LAYOUTS))
+  p.add_argument('--side', type=int, default=None,
+                 help="input side in pixels for every benchmark (MSRResNet's LR side); default each "
+                      "benchmark's own: 224 for ImageNet ResNets, 32 for the others")
+  p.add_argument('--pipelines', action='store_true', help="also the input pipelines' examples/s")
+  p.add_argument('--json', default=None, help='also write the results as JSON to this file')
+  return p
+
+
+def parse_args(argv=None):
+  """The checked flags, every mistake a UserError before anything compiles."""
+  args = parser().parse_args(argv)
+  args.benchmarks = parse_names(args.benchmarks, BENCHMARKS, 'benchmarks')
+  args.attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
+  check_timing_args(args)
+  check_side(args.side, args.benchmarks)
+  args.torch_layouts = (None if args.torch_layouts == 'auto' else
+                        parse_names(args.torch_layouts, torch_reference.LAYOUTS, 'torch_layouts'))
+  return args
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m pfca_jax.bench', description=__doc__.split('\n')[0])
-  parser.add_argument('--benchmarks', default=DEFAULT_BENCHMARKS)
-  parser.add_argument('--attentions', default='none,pfca,se')
-  parser.add_argument('--batch_size', type=int, default=16)
-  parser.add_argument('--rounds', type=int, default=5)
-  parser.add_argument('--steps', type=int, default=2, help='steps per entry per round (at least)')
-  parser.add_argument('--round_seconds', type=float, default=0.0,
-                      help='more steps per round for fast entries: about this many seconds each')
-  parser.add_argument('--attention_impl', default='fast', choices=ATTENTION_IMPLS,
-                      help='the layers the networks are built from (pfca_jax/models/layers.py)')
-  parser.add_argument('--conv_impl', default='auto', choices=CONV_IMPLS)
-  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
-  parser.add_argument('--torch', default='auto', choices=('auto', 'off'))
-  parser.add_argument('--torch_layouts', default='auto',
-                      help='PyTorch memory formats to time: auto (CPU both, GPU channels_last) or a list of '
-                           + ','.join(torch_reference.LAYOUTS))
-  parser.add_argument('--side', type=int, default=None,
-                      help="input side in pixels for every benchmark (MSRResNet's LR side); default each "
-                           "benchmark's own: 224 for ImageNet ResNets, 32 for the others")
-  parser.add_argument('--pipelines', action='store_true')
-  parser.add_argument('--json', default=None)
-  args = parser.parse_args(argv)
-  try:
-    benchmarks = parse_names(args.benchmarks, BENCHMARKS, 'benchmarks')
-    attentions = parse_names(args.attentions, ATTENTIONS, 'attentions')
-    check_timing_args(args)
-    check_side(args.side, benchmarks)
-    layouts = None if args.torch_layouts == 'auto' else parse_names(args.torch_layouts, torch_reference.LAYOUTS,
-                                                                    'torch_layouts')
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  """The command's exit status: 0, or 2 after one `error: ...` line (also when called from Python)."""
+  return runner.run(lambda argv: measure(parse_args(argv)), argv)
+
+
+def measure(args) -> None:
+  """Compiles, times and reports the entries of checked flags (parse_args)."""
+  benchmarks, attentions, layouts = args.benchmarks, args.attentions, args.torch_layouts
   log = lambda text: print(text, file=sys.stderr, flush=True)
   log(f'pfca_jax.bench on {machine()}')
   entries = []
@@ -370,5 +383,4 @@ def main(argv=None) -> int:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)
     log(f'written: {args.json}')
-  return 0
 

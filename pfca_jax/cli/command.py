@@ -1,14 +1,22 @@
-"""absl flag parsing shared by the command lines: every flag or config mistake in one line, exit status 2."""
+"""absl flag parsing of the commands that take a `--config` (ml_collections config_flags): every flag or config
+mistake as one UserError line, which `runner.run` prints before exiting with status 2."""
 
+import functools
 import os
 import re
 import sys
 
 from absl import flags
 
+from pfca_jax.errors import UserError
+
 # The type of a config field, as a person would name what it takes.
 _TYPE_NAMES = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string',
                tuple: 'a tuple, e.g. (30, 60)'}
+
+
+# absl's flags that print help and exit.
+_HELP_FLAGS = ('help', 'helpshort', 'helpfull', 'helpxml', '?', 'h')
 
 
 def one_line(error: Exception) -> str:
@@ -22,8 +30,7 @@ def one_line(error: Exception) -> str:
 
 
 def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.exit(2)
+  raise UserError(message)
 
 
 def _config_argument(argv) -> str | None:
@@ -96,10 +103,17 @@ def parse_flags(argv, config_flag):
   """
   check_config_file(argv)
   try:
-    rest = flags.FLAGS(argv)
+    try:
+      rest = flags.FLAGS(argv)
+    except SystemExit as e:  # absl ends --help with status 1; help that was asked for is a success.
+      if e.code == 1 and any(arg.lstrip('-') in _HELP_FLAGS for arg in argv[1:]):
+        sys.exit(0)
+      raise
     if config_flag.value is None:
       _fail('--config is required, e.g. --config=configs/cifar100_resnet56.py')
     config_flag.value.get('task')  # A config file that failed to load raises only when first used.
+  except UserError:
+    raise
   except flags.UnrecognizedFlagError as e:
     _fail(_unknown_flag(e.flagname, config_flag))
   except flags.IllegalFlagValueError as e:
@@ -118,6 +132,14 @@ def parse_flags(argv, config_flag):
     _fail(f'unexpected argument {rest[1]!r}: this command takes flags only, e.g. --config=FILE.py[:ATTENTION] '
           '--workdir=DIR --config.FIELD=VALUE')
   return rest
+
+
+def run(main, config_flag) -> int:
+  """absl's app.run(main) with these flags, its mistakes and failures ended by runner.run as every command's are."""
+  from absl import app
+  from pfca_jax.cli import runner
+  return runner.run(lambda argv: app.run(main, argv, flags_parser=functools.partial(parse_flags,
+                                                                                     config_flag=config_flag)))
 
 
 def join_processes(mode: str = 'auto', coordinator: str | None = None, num_processes: int | None = None,

@@ -1,28 +1,29 @@
 """Command line: PyTorch checkpoints to converted folders, and trained runs to PyTorch checkpoints.
 
-    python -m pfca_jax.convert --from-torch resnet50.pth --model resnet50 --attention pfca --out DIR
-    python -m pfca_jax.convert --from-torch MSRResNet_x4.pth --model msrresnet --scale 4 --out DIR
-    python -m pfca_jax.convert --to-torch WORKDIR --out weights.pth
+    python -m pfca_jax.convert from_torch --file=resnet50.pth --model=resnet50 --attention=pfca --out=DIR
+    python -m pfca_jax.convert from_torch --file=MSRResNet_x4.pth --model=msrresnet --scale=4 --out=DIR
+    python -m pfca_jax.convert to_torch --workdir=RUN --out=weights.pth
 
---from-torch reads torchvision's weights, a BasicSR checkpoint (`params_ema` preferred, else `params`)
+`from_torch` reads torchvision's weights, a BasicSR checkpoint (`params_ema` preferred, else `params`)
 or any state dict of the same names, and writes a folder that `python -m pfca_jax.predict ... --workdir=DIR`
 and `--config.init_from=DIR` read. The network's size (classes; MSRResNet's scale, width and depth) is
 read from the file; --scale, when given, must agree. --config takes the config the weights will be used
 with (its dataset and preprocessing go into the folder); without it, the model's standard recipe
 (ImageNet, CIFAR-100, DIV2K), or --dataset for another dataset.
 
---to-torch writes the weights of a run's newest checkpoint (its moving average when the run kept one) as a
+`to_torch` writes the weights of a run's newest checkpoint (its moving average when the run kept one) as a
 state dict that torchvision's / SimAM's reference / BasicSR's definition loads with strict=True; MSRResNet's
 in BasicSR's layout, {'params': ..., 'params_ema': ...}. Reading and writing .pth files needs PyTorch.
 Every mistake ends with one `error: ...` line and exit status 2.
 """
 
-import argparse
 import importlib.util
 import os
 import sys
 import warnings
 
+from pfca_jax import run_folder
+from pfca_jax.cli import runner
 from pfca_jax.errors import UserError
 
 
@@ -30,7 +31,7 @@ def _load_config(argument: str):
   """get_config(ARG) of 'FILE.py[:ARG]'."""
   path, _, arg = argument.partition(':')
   if not (os.path.isfile(path) and path.endswith('.py')):
-    raise UserError(f'--config {path!r} is not a Python config file (e.g. configs/quickstart.py)')
+    raise UserError(f'--config={path!r} is not a Python config file (e.g. configs/quickstart.py)')
   spec = importlib.util.spec_from_file_location('converted_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -50,35 +51,35 @@ def _default_config(model: str, options: dict):
 
 def from_torch(args) -> None:
   from pfca_jax import convert, models
-  from pfca_jax.convert import recognise, run_folder, torch_files
+  from pfca_jax.convert import recognise, torch_files
   from pfca_jax.models import MODELS
   from pfca_jax.models.attention import ATTENTIONS
   if args.model not in MODELS:
-    raise UserError(f'--model {args.model!r} is not a model; valid: {", ".join(MODELS)}')
+    raise UserError(f'--model={args.model!r} is not a model; valid: {", ".join(MODELS)}')
   if args.attention not in ATTENTIONS:
-    raise UserError(f'--attention {args.attention!r} is not an attention; valid: {", ".join(ATTENTIONS)}')
+    raise UserError(f'--attention={args.attention!r} is not an attention; valid: {", ".join(ATTENTIONS)}')
   if args.scale is not None and args.model != 'msrresnet':
     raise UserError(f'--scale is an option of msrresnet, not of {args.model}')
   out = run_folder.check_new_folder(args.out)
   config = _load_config(args.config) if args.config else None
-  state, key = torch_files.read(args.from_torch)
+  state, key = torch_files.read(args.file)
   found = recognise.recognise(convert.torch_names(state))
   if found is not None and found[0] != args.model:
-    raise UserError(f'{args.from_torch} holds {recognise.describe(found)} weights, not {args.model}; '
+    raise UserError(f'{args.file} holds {recognise.describe(found)} weights, not {args.model}; '
                     f'give --model={found[0]}')
   options = found[1] if found else {}
   if args.model == 'msrresnet' and found:
     if args.scale is not None and args.scale != options['scale']:
-      raise UserError(f'{args.from_torch} holds MSRResNet x{options["scale"]} weights, not x{args.scale}; '
+      raise UserError(f'{args.file} holds MSRResNet x{options["scale"]} weights, not x{args.scale}; '
                       f'give --scale={options["scale"]}')
     if (options['num_in_ch'], options['num_out_ch']) != (3, 3):
-      raise UserError(f'{args.from_torch} holds an MSRResNet of {options["num_in_ch"]} input channels; '
+      raise UserError(f'{args.file} holds an MSRResNet of {options["num_in_ch"]} input channels; '
                       'this project trains RGB networks (3)')
   if config is None:
     config = _default_config(args.model, options if args.model == 'msrresnet' and found else
                              {'scale': args.scale or 4, 'num_feat': 64, 'num_block': 16})
   elif config.model.name != args.model:
-    raise UserError(f'--config {args.config} trains {config.model.name}, not --model {args.model}')
+    raise UserError(f'--config={args.config} trains {config.model.name}, not --model={args.model}')
   if args.dataset:
     config.dataset = args.dataset
   config.model.attention = args.attention
@@ -88,13 +89,13 @@ def from_torch(args) -> None:
     try:
       variables = convert.torch_to_flax(state, args.model, seed=config.seed, **create)
     except convert.ConversionError as e:
-      raise UserError(f'{args.from_torch}: {e}') from None
+      raise UserError(f'{args.file}: {e}') from None
   for warning in caught:
     print(f'note: {warning.message}', file=sys.stderr, flush=True)
-  source = {'file': os.path.abspath(args.from_torch), 'key': key, 'sha256': run_folder.sha256(args.from_torch)}
+  source = {'file': os.path.abspath(args.file), 'key': key, 'sha256': run_folder.sha256(args.file)}
   run_folder.write(out, config, variables, source)
   print(f'{out}: {args.model} + {args.attention}, {models.count_params(variables["params"]):,} parameters from '
-        f'{args.from_torch}{f" ({key})" if key else ""}; use it with python -m pfca_jax.predict ... --workdir={out} '
+        f'{args.file}{f" ({key})" if key else ""}; use it with python -m pfca_jax.predict ... --workdir={out} '
         f'or --config.init_from={out}', flush=True)
 
 
@@ -124,21 +125,17 @@ def _create_options(config, found_options: dict) -> dict:
 
 
 def to_torch(args) -> None:
-  from pfca_jax import convert, predict
-  from pfca_jax.convert import run_folder, torch_files
-  for name in ('attention', 'scale', 'model', 'config', 'dataset'):
-    if getattr(args, name) not in (None, 'none'):
-      raise UserError(f'--{name} is an option of --from-torch; --to-torch reads everything from the run')
-  out = os.path.abspath(args.out or '')
-  if not args.out:
-    raise UserError('--out is required: the .pth file to write')
+  from pfca_jax import convert
+  from pfca_jax.convert import torch_files
+  out = os.path.abspath(args.out)
   if os.path.exists(out):
-    raise UserError(f'--out {args.out!r} exists; give a new file name (nothing is overwritten)')
+    raise UserError(f'--out={args.out!r} exists; give a new file name (nothing is overwritten)')
   if not os.path.isdir(os.path.dirname(out)):
-    raise UserError(f'--out {args.out!r}: the folder {os.path.dirname(out)} does not exist')
+    raise UserError(f'--out={args.out!r}: the folder {os.path.dirname(out)} does not exist')
   torch_files.import_torch()
-  config = predict.open_run(args.to_torch)
-  step, trained, average, _ = run_folder.read_weights(args.to_torch)
+  config = run_folder.open_run(args.workdir)
+  weights = run_folder.read_weights(args.workdir)
+  step, trained, average = weights.step, weights.trained, weights.average
   options = _weight_options(config)
   if config.model.name != 'msrresnet':
     options['num_classes'] = run_folder.num_classes(trained)
@@ -154,43 +151,41 @@ def to_torch(args) -> None:
            else ' (a bare state dict)'), flush=True)
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    raise UserError(f'{message} (see {self.prog} --help)')
+# The spellings of the flag-per-direction command line, refused naming their subcommand.
+_RENAMED = {'--from-torch': 'write `python -m pfca_jax.convert from_torch --file=FILE.pth --model=NAME --out=DIR`',
+            '--to-torch': 'write `python -m pfca_jax.convert to_torch --workdir=RUN --out=FILE.pth`'}
 
 
-def parser() -> argparse.ArgumentParser:
-  p = _Parser(prog='python -m pfca_jax.convert', description=__doc__.split('\n\n')[0],
-              formatter_class=argparse.RawDescriptionHelpFormatter)
-  direction = p.add_mutually_exclusive_group(required=True)
-  direction.add_argument('--from-torch', metavar='FILE.pth', help='PyTorch checkpoint to convert into a folder.')
-  direction.add_argument('--to-torch', metavar='WORKDIR', help='Training run whose weights to write as a .pth file.')
-  p.add_argument('--out', help='The folder (--from-torch) or .pth file (--to-torch) to write; never overwritten.')
-  p.add_argument('--model', help='--from-torch: the network the file holds, a name of pfca_jax.models.MODELS.')
-  p.add_argument('--scale', type=int, help='--from-torch, msrresnet: the upscaling factor (read from the file when '
-                                           'not given).')
-  p.add_argument('--attention', default='none', help='--from-torch: the attention to insert (default none).')
-  p.add_argument('--config', help='--from-torch: FILE.py[:ARG], the config the weights will be used with.')
-  p.add_argument('--dataset', help='--from-torch: the dataset whose preprocessing predict applies (default: the '
-                                   "model's recipe).")
+def parser() -> runner.Parser:
+  p = runner.Parser('python -m pfca_jax.convert', '\n\n'.join(__doc__.split('\n\n')[:2]), renamed=_RENAMED)
+  commands = p.add_subcommands()
+  f = commands.add_parser('from_torch', help='A PyTorch checkpoint into a folder that predict and init_from read.')
+  f.add_argument('--file', required=True, metavar='FILE.pth', help='PyTorch checkpoint to convert.')
+  f.add_argument('--model', required=True, help='The network the file holds, a name of pfca_jax.models.MODELS.')
+  f.add_argument('--out', required=True, help='The folder to write; new or empty (nothing is overwritten).')
+  f.add_argument('--scale', type=int, help='msrresnet: the upscaling factor (read from the file when not given).')
+  f.add_argument('--attention', default='none', help='The attention to insert (default none).')
+  f.add_argument('--config', help='FILE.py[:ARG], the config the weights will be used with.')
+  f.add_argument('--dataset', help="The dataset whose preprocessing predict applies (default: the model's recipe).")
+  t = commands.add_parser('to_torch', help="A training run's weights as a PyTorch .pth file.")
+  t.add_argument('--workdir', required=True, help='Training run whose weights to write.')
+  t.add_argument('--out', required=True, metavar='FILE.pth', help='The .pth file to write; never overwritten.')
   return p
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The command's exit status: 0, or 2 after one `error: ...` line (also when called from Python)."""
+  return runner.run(_convert, argv)
+
+
+def _convert(argv: list[str] | None) -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  try:
-    args = parser().parse_args(argv)
-    if args.from_torch and not args.model:
-      raise UserError('--from-torch needs --model NAME (the network the file holds)')
-    from absl import logging
-    from pfca_jax.cli import command
-    logging.set_verbosity(logging.FATAL)
-    command.quiet_closed_event_loops()
-    (from_torch if args.from_torch else to_torch)(args)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 2
-  return 0
+  args = parser().parse_args(argv)
+  from absl import logging
+  from pfca_jax.cli import command
+  logging.set_verbosity(logging.FATAL)
+  command.quiet_closed_event_loops()
+  (from_torch if args.command == 'from_torch' else to_torch)(args)
 
 
 if __name__ == '__main__':

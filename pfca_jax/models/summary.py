@@ -1,6 +1,6 @@
 """Parameter count and forward FLOPs of any model, for every attention side by side.
 
-    python -m pfca_jax.models.summary --model resnet50 --attention all
+    python -m pfca_jax.models.summary --model=resnet50 --attentions=all
 
 FLOPs come from XLA's cost analysis of the jitted inference forward pass
 (``jax.jit(apply).lower(...).cost_analysis()``), i.e. of the program before
@@ -11,7 +11,6 @@ padding) usually quoted. Nothing is compiled or run: parameters are counted from
 `jax.eval_shape`, so even the largest network is summarised in about a second.
 """
 
-import argparse
 import json
 import sys
 from typing import Any, Sequence
@@ -20,6 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from pfca_jax import models
+from pfca_jax.cli import runner
+from pfca_jax.errors import UserError
 from pfca_jax.models.attention import ATTENTIONS
 
 
@@ -76,15 +77,16 @@ def format_table(rows: Sequence[dict]) -> str:
   return '\n'.join(lines)
 
 
-def _parse_attentions(parser: argparse.ArgumentParser, text: str) -> list[str]:
+def _parse_attentions(text: str) -> list[str]:
   names = list(ATTENTIONS) if text == 'all' else [a.strip() for a in text.split(',') if a.strip()]
   bad = [a for a in names if a not in ATTENTIONS]
   if bad or not names:
-    parser.error(f'unknown attention {",".join(bad) or text!r}; valid: {", ".join(ATTENTIONS)}, or all')
+    raise UserError(f'--attentions={text!r}: unknown attention {",".join(bad) or text!r}; valid: '
+                    f'{", ".join(ATTENTIONS)}, or all')
   return names
 
 
-def _parse_size(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+def _parse_size(text: str) -> tuple[int, int]:
   try:
     parts = [int(p) for p in text.lower().split('x')]
   except ValueError:
@@ -92,47 +94,54 @@ def _parse_size(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
   if len(parts) == 1:
     parts = parts * 2
   if len(parts) != 2 or min(parts) < 1:
-    parser.error(f'--input_size {text!r} is not a positive size; give N or HxW, e.g. 224 or 720x1280')
+    raise UserError(f'--input_size={text!r} is not a positive size; give N or HxW, e.g. 224 or 720x1280')
   return parts[0], parts[1]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='python -m pfca_jax.models.summary',
-      description='Parameters and forward GFLOPs (XLA cost analysis) of a model with each attention.')
-  parser.add_argument('--model', required=True, choices=list(models.MODELS), metavar='MODEL',
-                      help=f'one of: {", ".join(models.MODELS)}')
-  parser.add_argument('--attention', default='all',
-                      help=f'a name, a comma-separated list, or all (default); none is always included as the '
-                           f'baseline. Names: {", ".join(ATTENTIONS)}')
-  parser.add_argument('--input_size', default=None,
-                      help='input side N or HxW (default: 224 ImageNet, 32 CIFAR, 64 MSRResNet low-res input)')
-  parser.add_argument('--batch_size', type=int, default=1)
-  parser.add_argument('--scale', type=int, default=None, help='MSRResNet upscaling factor (2, 3, 4; default 4)')
-  parser.add_argument('--num_classes', type=int, default=None, help='classifier width (default: the dataset\'s)')
-  parser.add_argument('--json', default=None, metavar='PATH', help='also write the rows as JSON to PATH')
-  args = parser.parse_args(argv)
+def parser() -> runner.Parser:
+  p = runner.Parser('python -m pfca_jax.models.summary',
+                    'Parameters and forward GFLOPs (XLA cost analysis) of a model with each attention.',
+                    renamed={'--attention': 'use --attentions=NAME[,NAME...] or --attentions=all'})
+  p.add_argument('--model', required=True, choices=list(models.MODELS), metavar='MODEL',
+                 help=f'one of: {", ".join(models.MODELS)}')
+  p.add_argument('--attentions', default='all',
+                 help=f'a comma-separated list, or all (default); none is always included as the '
+                      f'baseline. Names: {", ".join(ATTENTIONS)}')
+  p.add_argument('--input_size', default=None,
+                 help='input side N or HxW (default: 224 ImageNet, 32 CIFAR, 64 MSRResNet low-res input)')
+  p.add_argument('--batch_size', type=int, default=1)
+  p.add_argument('--scale', type=int, default=None, help='MSRResNet upscaling factor (2, 3, 4; default 4)')
+  p.add_argument('--num_classes', type=int, default=None, help='classifier width (default: the dataset\'s)')
+  p.add_argument('--json', default=None, metavar='PATH', help='also write the rows as JSON to PATH')
+  return p
 
-  attentions = _parse_attentions(parser, args.attention)
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command's exit status: 0, or 2 after one `error: ...` line (also when called from Python)."""
+  return runner.run(_summary, argv)
+
+
+def _summary(argv: Sequence[str] | None) -> None:
+  args = parser().parse_args(argv)
+  attentions = _parse_attentions(args.attentions)
   if 'none' not in attentions:  # Growth is only meaningful against the plain network.
     attentions.insert(0, 'none')
-  size = _parse_size(parser, args.input_size or str(default_input_size(args.model)))
+  size = _parse_size(args.input_size or str(default_input_size(args.model)))
   if args.batch_size < 1:
-    parser.error(f'--batch_size {args.batch_size} must be >= 1')
+    raise UserError(f'--batch_size={args.batch_size} must be >= 1')
   options = {}
   if args.scale is not None:
     options['scale'] = args.scale
   try:
     rows = compare(args.model, attentions, (args.batch_size, *size, 3), num_classes=args.num_classes, **options)
   except ValueError as e:  # Bad option values (e.g. --scale 5) are the user's, not a crash.
-    parser.error(str(e))
+    raise UserError(str(e)) from None
   print(f'{args.model} at input {args.batch_size}x{size[0]}x{size[1]}x3 (forward, inference mode; '
         'GFLOPs from XLA cost analysis, 1 multiply-add = 2 FLOPs)')
   print(format_table(rows))
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(rows, f, indent=2)
-  return 0
 
 
 if __name__ == '__main__':

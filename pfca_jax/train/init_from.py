@@ -1,7 +1,7 @@
 """`config.init_from`: a run that starts from trained weights instead of a random initialisation.
 
 The weights come from a run folder (its newest readable checkpoint; the moving average when the run
-kept one), from a folder written by `python -m pfca_jax.convert --from-torch`, or from a PyTorch .pth
+kept one), from a folder written by `python -m pfca_jax.convert from_torch`, or from a PyTorch .pth
 file (torchvision / BasicSR / SimAM-reference names, read through `pfca_jax.convert`). They replace
 the parameters and BatchNorm statistics of the freshly initialised state; the optimiser's state stays
 fresh, and so does the step count and the learning-rate schedule. The attention of this run may
@@ -18,12 +18,12 @@ import os
 import jax
 import numpy as np
 
-from pfca_jax import convert
-from pfca_jax.convert import layout, recognise, run_folder, torch_files
+from pfca_jax import convert, run_folder
+from pfca_jax.convert import layout, recognise, torch_files
 from pfca_jax.errors import UserError
 from pfca_jax.train.validation import check_local_path
 
-_ACCEPTS = ('a run folder (with checkpoints/), a folder written by python -m pfca_jax.convert --from-torch, or a '
+_ACCEPTS = ('a run folder (with checkpoints/), a folder written by python -m pfca_jax.convert from_torch, or a '
             'PyTorch .pth file')
 
 
@@ -65,11 +65,12 @@ def check(config) -> Weights | None:
 
 def _from_folder(path: str) -> tuple[dict[str, np.ndarray], dict]:
   """{flax name: array} of the folder's newest readable checkpoint: its moving average when it has one."""
-  step, trained, average, meta = run_folder.read_weights(path)
-  source = {'folder': os.path.abspath(path), 'step': step, 'weights': 'moving average' if average else 'trained'}
-  if 'converted_from' in meta:
-    source['converted_from'] = meta['converted_from']
-  return {name: np.asarray(value) for name, value in layout.flat(average or trained).items()}, source
+  weights = run_folder.read_weights(path)
+  source = {'folder': os.path.abspath(path), 'step': weights.step,
+            'weights': 'moving average' if weights.average else 'trained'}
+  if 'converted_from' in weights.meta:
+    source['converted_from'] = weights.meta['converted_from']
+  return {name: np.asarray(value) for name, value in layout.flat(weights.average or weights.trained).items()}, source
 
 
 def _from_file(weights: Weights, model_name: str, wanted: list) -> tuple[dict[str, np.ndarray], dict]:
