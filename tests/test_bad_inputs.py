@@ -1,6 +1,7 @@
 """Bad input, one table: every case is refused by the real command in one line that names it.
 
-Each case runs `python -m pfca_jax.main`, `pfca_jax.predict` or `pfca_jax.plot` and must end with
+Each case runs a command (`python -m pfca_jax.main`, `.predict`, `.plot`, `.convert`, `.bench`,
+`.models.summary`) and must end with
 status 2, exactly one line on stderr (`error: ...`, naming the bad value and what is accepted), no
 traceback, and nothing written: no workdir or output created, every input folder unchanged.
 
@@ -126,7 +127,7 @@ CASES = [
     main_case('eval_folder_not_an_image', '--config.eval_folders={inputs}/set_text', 'not an image file', 'PNG, JPEG',
               config='{quick_sr}'),
     # pfca_jax.predict: its arguments, its workdir, and image files.
-    predict_case('predict_no_command', '', 'required: command', '--help'),
+    predict_case('predict_no_command', '', 'required: COMMAND', '--help'),
     predict_case('predict_unknown_command', 'segment', "'segment'", "'classify', 'upscale'"),
     predict_case('predict_no_workdir', 'upscale {ok_png} {out}', '--workdir', 'required'),
     predict_case('predict_top_zero', 'classify --workdir={run} --top=0 {ok_png}', '--top=0', 'at least 1'),
@@ -153,10 +154,38 @@ CASES = [
                  'huge.png', '9000x9000', 'the limit is 67,108,864 pixels (8192 x 8192)'),
     predict_case('image_far_above_the_limit', 'upscale --workdir={run} {images}/giant.png {out}',
                  'giant.png', 'the limit is 67,108,864 pixels (8192 x 8192)'),
+    predict_case('predict_unknown_flag', 'upscale --workdir={run} --tiles=8 {ok_png} {out}', 'unknown flag --tiles',
+                 'the flags of python -m pfca_jax.predict upscale are --workdir, --tile, --overlap'),
+    predict_case('predict_bad_value', 'classify --workdir={run} --top=many {ok_png}', '--top', "'many'"),
     # pfca_jax.plot.
-    Case('plot_no_workdir', 'pfca_jax.plot', '', ('WORKDIR',)),
-    Case('plot_workdir_missing', 'pfca_jax.plot', '{base}/no_run', ("'{base}/no_run'", 'does not exist')),
-    Case('plot_bad_smooth', 'pfca_jax.plot', '{run} --smooth=0', ('--smooth=0', '>= 1')),
+    Case('plot_no_workdir', 'pfca_jax.plot', '', ('--workdirs is required',)),
+    Case('plot_workdir_missing', 'pfca_jax.plot', '--workdirs={base}/no_run', ("'{base}/no_run'", 'does not exist')),
+    Case('plot_bad_smooth', 'pfca_jax.plot', '--workdirs={run} --smooth=0', ('--smooth=0', '>= 1')),
+    Case('plot_bad_value', 'pfca_jax.plot', '--workdirs={run} --smooth=few', ('--smooth', "'few'")),
+    Case('plot_positional_run', 'pfca_jax.plot', '{run}', ("unexpected argument '{run}'", '--workdirs=WORKDIR')),
+    Case('plot_unknown_flag', 'pfca_jax.plot', '--workdir={run}',
+         ('unknown flag --workdir;', '--workdirs, --out, --metric, --smooth')),
+    # pfca_jax.convert: its subcommands, and the flags they replace.
+    Case('convert_no_command', 'pfca_jax.convert', '', ('required: COMMAND',)),
+    Case('convert_removed_from_torch', 'pfca_jax.convert', '--from-torch {ok_png} --model msrresnet --out {case}/o',
+         ('--from-torch is not a flag', 'from_torch --file=FILE.pth --model=NAME --out=DIR')),
+    Case('convert_removed_to_torch', 'pfca_jax.convert', '--to-torch={run} --out={case}/w.pth',
+         ('--to-torch is not a flag', 'to_torch --workdir=RUN --out=FILE.pth')),
+    Case('convert_unknown_flag', 'pfca_jax.convert', 'to_torch --workdir={run} --out={case}/w.pth --model=msrresnet',
+         ('unknown flag --model', 'the flags of python -m pfca_jax.convert to_torch are --workdir, --out')),
+    Case('convert_bad_value', 'pfca_jax.convert', 'from_torch --file={ok_png} --model=msrresnet --scale=two '
+         '--out={case}/o', ('--scale', "'two'")),
+    # pfca_jax.bench and pfca_jax.models.summary: refused before anything compiles.
+    Case('bench_unknown_flag', 'pfca_jax.bench', '--bogus=1', ('unknown flag --bogus', '--benchmarks, --attentions')),
+    Case('bench_removed_attention', 'pfca_jax.bench', '--attention=pfca',
+         ('--attention is not a flag', '--attentions=')),
+    Case('bench_bad_value', 'pfca_jax.bench', '--rounds=x', ('--rounds', "'x'")),
+    Case('bench_bad_name', 'pfca_jax.bench', '--attentions=cbam', ("'cbam'", 'valid: none, pfca')),
+    Case('summary_unknown_flag', 'pfca_jax.models.summary', '--model=resnet50 --input=9',
+         ('unknown flag --input', '--model, --attentions, --input_size')),
+    Case('summary_removed_attention', 'pfca_jax.models.summary', '--model=resnet50 --attention=pfca',
+         ('--attention is not a flag', '--attentions=')),
+    Case('summary_bad_value', 'pfca_jax.models.summary', '--model=resnet50 --batch_size=x', ('--batch_size', "'x'")),
 ]
 
 
@@ -322,6 +351,28 @@ def test_refused_in_one_line_with_nothing_written(case, paths, server, env):
     assert text.format(**values) in lines[0], lines[0]
   assert os.listdir(folder) == ['cwd'] and os.listdir(cwd) == [], 'a workdir, output or file was written'
   assert _tree(paths['inputs']) == before, 'an input folder changed'  # Holds the workdirs that exist.
+
+
+# --- --help: printed on stdout, status 0 -----------------------------------------------------------
+
+HELP = [('pfca_jax.main', '', 'Command line: `python -m pfca_jax.main --config='),
+        ('pfca_jax.predict', '', 'usage: python -m pfca_jax.predict'),
+        ('pfca_jax.predict', 'upscale', 'usage: python -m pfca_jax.predict upscale'),
+        ('pfca_jax.plot', '', 'usage: python -m pfca_jax.plot'),
+        ('pfca_jax.convert', '', 'usage: python -m pfca_jax.convert'),
+        ('pfca_jax.convert', 'to_torch', 'usage: python -m pfca_jax.convert to_torch [-h] --workdir=WORKDIR'),
+        ('pfca_jax.bench', '', 'usage: python -m pfca_jax.bench'),
+        ('pfca_jax.models.summary', '', 'usage: python -m pfca_jax.models.summary')]
+
+
+@pytest.mark.parametrize('module, command, usage', HELP, ids=[f'{m}{"_" + c if c else ""}' for m, c, _ in HELP])
+def test_help_is_printed_with_status_0(module, command, usage, paths, server):
+  folder = os.path.join(paths['base'], 'help', f'{module}_{command}')
+  os.makedirs(folder)
+  rc, out, err = server.run(module, [command, '--help'] if command else ['--help'], folder,
+                            os.path.join(paths['base'], 'logs', f'help_{module}_{command}'))
+  assert rc == 0 and err == '' and out.lstrip().startswith(usage), f'status {rc}:\n{out[:500]}\n{err[-2000:]}'
+  assert os.listdir(folder) == []
 
 
 # --- Accepted inputs: what they become -------------------------------------------------------------
