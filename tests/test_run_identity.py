@@ -131,6 +131,44 @@ def test_every_declared_field_exists_and_is_documented():
   assert {name for row in rows for name in re.findall(r'`([\w.]+)`', row)} == set(run_identity.MAY_CHANGE_ON_RESUME)
 
 
+# The config of a DIV2K x4 run recorded while every config carried SGD's and the step schedule's fields
+# (momentum, nesterov, lr_decay_factor), which its Adam and cosine_restarts never read.
+OLD_SHAPE_SR_RECORD = json.loads("""{
+  "adam_b1": 0.9, "adam_b2": 0.99, "base_learning_rate": 0.0002, "batch_size": 16, "cache_train": false,
+  "checkpoint_every_epochs": 0.0, "checkpoint_every_steps": 5000, "compare_attentions": "", "data_dir": null,
+  "dataset": "div2k", "ema_decay": 0.999, "eval_every_epochs": 0.0, "eval_every_steps": 5000, "eval_folders": "",
+  "eval_max_images": -1, "eval_num_samples": 3, "eval_split": "validation", "eval_tile": 160,
+  "eval_tile_overlap": 40, "hr_patch_size": 128, "init_from": "", "keep_checkpoints": 3, "log_every_steps": 100,
+  "lr_boundaries_epochs": [], "lr_decay_factor": 0.1, "lr_min": 1e-07, "lr_reference_batch_size": 16,
+  "lr_restart_periods": [250000, 250000, 250000, 250000],
+  "model": {"attention": "none", "attention_impl": "fast", "attention_options": "", "conv_impl": "auto",
+            "dtype": "float32", "name": "msrresnet", "num_block": 16, "num_feat": 64},
+  "momentum": 0.9, "nesterov": false, "num_epochs": 0.0, "num_train_steps": 1000000, "optimizer": "adam",
+  "patches_per_image": 100, "scale": 4, "schedule": "cosine_restarts", "seed": 0, "shuffle_buffer_size": 2000,
+  "synthetic": {"eval_images": 3, "train_images": 800}, "task": "super_resolution", "train_split": "train",
+  "warmup_epochs": 0.0, "weight_decay": 0.0, "weight_decay_on": "all"}""")
+
+
+def test_a_record_carrying_fields_its_recipe_never_read_resumes_with_todays_config():
+  assert 'momentum' not in config_defaults.super_resolution(4)  # The config of today, without them.
+  run_identity.check_config(OLD_SHAPE_SR_RECORD, config_defaults.super_resolution(4), 'W')
+
+
+@pytest.mark.parametrize('change, line', [
+    ({'adam_b2': 0.999}, 'adam_b2: checkpoint 0.99, this run 0.999'),
+    ({'lr_min': 0.0}, 'lr_min: checkpoint 1e-07, this run 0.0'),
+    ({'optimizer': 'sgd'}, "optimizer: checkpoint 'sgd', this run 'adam'"),
+])
+def test_a_record_of_the_old_shape_is_still_refused_for_a_changed_field(change, line):
+  recorded = dict(OLD_SHAPE_SR_RECORD, **{k: v for k, v in change.items() if k == 'optimizer'})
+  config = config_defaults.super_resolution(4)
+  config.update({k: v for k, v in change.items() if k != 'optimizer'})
+  with pytest.raises(UserError, match=re.escape(line)) as refused:
+    run_identity.check_config(recorded, config, 'W')
+  if 'optimizer' in change:  # An SGD run read its momentum: the field is named too, not dropped.
+    assert 'momentum: checkpoint 0.9, this run (absent)' in str(refused.value)
+
+
 def test_a_checkpoint_without_a_recorded_config_is_judged_by_config_json(tmp_path):
   config = tiny_cifar()
   with open(tmp_path / 'config.json', 'w') as f:

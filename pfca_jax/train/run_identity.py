@@ -5,8 +5,9 @@ compares it field by field with the config of the command that resumes, before a
 every field is part of the run's identity (the model and its options, the attention and its options
 and position, dtype, dataset, splits, preprocessing and augmentation, batch size, optimiser and its
 hyperparameters, schedule, weight decay, seed, and any field added later), except the fields of
-`MAY_CHANGE_ON_RESUME` below, each with the reason it cannot change what is trained, and the length
-(`LENGTH_FIELDS`), which may change where the learning rate of every step already taken stays the same.
+`MAY_CHANGE_ON_RESUME` below, each with the reason it cannot change what is trained, the fields of an
+optimiser or schedule the run did not use (`READ_ONLY_BY`), and the length (`LENGTH_FIELDS`), which may
+change where the learning rate of every step already taken stays the same.
 A mismatch is refused with one line per field; nothing in the workdir is touched.
 """
 
@@ -17,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from pfca_jax.data import SYNTHETIC
-from pfca_jax.train import checkpointing, optim
+from pfca_jax.train import checkpointing, config_defaults, optim
 from pfca_jax.errors import UserError
 
 # Field -> why changing it between sessions of one run cannot change the parameters it trains.
@@ -42,6 +43,14 @@ MAY_CHANGE_ON_RESUME = {
 # Fields added after runs were first recorded -> the value that gives what those runs did, which a
 # record without the field is read as.
 ADDED_LATER = {'ema_decay': 0.0, 'init_from': ''}
+
+# Field -> (setting, choice): an optimiser's or schedule's field, carried only by configs whose `setting`
+# is `choice`. Runs recorded while every config carried them all are read without those their optimiser
+# and schedule did not read, so that they resume with the configs of today.
+READ_ONLY_BY = {field: (setting, choice)
+                for setting, fields_of in (('optimizer', config_defaults.OPTIMIZER_FIELDS),
+                                           ('schedule', config_defaults.SCHEDULE_FIELDS))
+                for choice, fields in fields_of.items() for field in fields}
 
 # May change where the learning rate of every step already taken is unchanged: a 'step', 'constant' or
 # 'cosine_restarts' run can be extended (or stopped early), a 'cosine' one, whose decay spans the
@@ -77,6 +86,9 @@ def differences(recorded: dict, current: dict, ignore=()) -> list[tuple[str, obj
 def identity_differences(recorded: dict, current: dict) -> list[tuple[str, object, object]]:
   """The differences that make `current` another run than `recorded` (the length is judged apart)."""
   recorded = {**ADDED_LATER, **recorded}
+  for field, (setting, choice) in READ_ONLY_BY.items():
+    if field in recorded and field not in current and recorded.get(setting) != choice:
+      del recorded[field]  # Carried by an older config, never read by this run.
   ignore = [*MAY_CHANGE_ON_RESUME, *LENGTH_FIELDS]
   if SYNTHETIC not in (recorded.get('dataset'), current.get('dataset')):
     # The synthetic data's sizes say nothing about a run on real data (and runs recorded before they existed

@@ -7,13 +7,14 @@ Every failure is a `UserError` whose message is one line naming the bad value an
 import os
 import re
 
-from pfca_jax.train import optim
+from pfca_jax.train import config_defaults, optim
 from pfca_jax.errors import UserError
 
 
 def check_training(config) -> None:
   """Optimiser, schedule, batch and durations: names and ranges, before any data is read."""
   optim.check_names(config)
+  check_optimiser_fields(config)
   optim.check_values(config)
   for name in ('batch_size', 'eval_batch_size'):
     if name in config and not (isinstance(config[name], int) and config[name] >= 1):
@@ -33,6 +34,16 @@ def check_training(config) -> None:
     if config[f'{name}_steps'] <= 0 and not config[f'{name}_epochs'] > 0:
       raise UserError(f'{name}_steps={config[f"{name}_steps"]} and {name}_epochs={config[f"{name}_epochs"]}: '
                       'one of them must be > 0')
+
+
+def check_optimiser_fields(config) -> None:
+  """The chosen optimiser and schedule find their fields: a config carries those of its own recipe only."""
+  for setting, needs in (('optimizer', config_defaults.OPTIMIZER_FIELDS), ('schedule', config_defaults.SCHEDULE_FIELDS)):
+    missing = [field for field in needs[config[setting]] if field not in config]
+    if missing:
+      valid = [name for name, fields in needs.items() if all(field in config for field in fields)]
+      raise UserError(f'{setting}={config[setting]!r} needs the field{"s" * (len(missing) > 1)} '
+                      f'{" and ".join(missing)}, which this config does not have; valid here: {", ".join(valid)}')
 
 
 # scheme:// at the start of a path: gs://, s3://, hdfs://, file://, http(s)://...
