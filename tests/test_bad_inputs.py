@@ -3,7 +3,9 @@
 Each case runs a command (`python -m pfca_jax.main`, `.predict`, `.plot`, `.convert`, `.bench`,
 `.models.summary`) and must end with
 status 2, exactly one line on stderr (`error: ...`, naming the bad value and what is accepted), no
-traceback, and nothing written: no workdir or output created, every input folder unchanged.
+traceback, and nothing written: no workdir or output created, every input folder unchanged. The trainer's
+cases run twice, as a single run and through the comparison driver (`compare_attentions`, which the quick
+starts use), since each path checks what it trains on its own.
 
 Speed: a fresh interpreter spends seconds importing jax and TensorFlow, so the cases run as forks of
 one pre-imported process (fork_server.py). `fresh` cases run in a new interpreter, so that start-up
@@ -40,12 +42,22 @@ class Case:
   args: str
   named: tuple[str, ...]
   fresh: bool = False
+  path: str | None = None  # The trainer's path it takes: 'single' run or the 'compare' driver; None: not the trainer's.
 
 
-def main_case(id, args, *named, config='{quick}', fresh=False, workdir='{wd}'):
+# The trainer's two paths, as the last flag of its command line: one run of the config's attention, or the
+# comparison driver (`config.compare_attentions`) that the quick starts use.
+TRAINER_PATHS = {'single': '--config.compare_attentions=', 'compare': '--config.compare_attentions=none,pfca'}
+
+
+def main_case(id, args, *named, config='{quick}', fresh=False, workdir='{wd}', paths=tuple(TRAINER_PATHS)):
+  """One case per trainer path in `paths`; paths=(None,) for a case decided before a config is trained (the
+  command line itself) or one that names its path in its own arguments."""
   config_arg = f'--config={config} ' if config else ''
   workdir_arg = f'--workdir={workdir} ' if workdir else ''
-  return Case(id, 'pfca_jax.main', f'{config_arg}{workdir_arg}{args}', named, fresh)
+  return [Case(id if path is None else f'{id}[{path}]', 'pfca_jax.main',
+               f'{config_arg}{workdir_arg}{args} {TRAINER_PATHS.get(path, "")}'.strip(), named, fresh, path)
+          for path in paths]
 
 
 def predict_case(id, args, *named, fresh=False):
@@ -75,9 +87,10 @@ CASES = [
     main_case('unknown_model', '--config.model.name=resnet9', "'resnet9'", 'valid: resnet18'),
     main_case('unknown_attention', '--config.model.attention=cbam', "'cbam'", 'valid: none, pfca, se, eca, simam',
               config='{cifar}'),
-    main_case('unknown_attention_in_config_arg', '', "'cbam'", 'valid: none, pfca', config='{quick}:cbam'),
+    main_case('unknown_attention_in_config_arg', '', "'cbam'", 'valid: none, pfca', config='{quick}:cbam',
+              paths=(None,)),
     main_case('unknown_compared_attention', '--config.compare_attentions=none,cbam', 'cbam',
-              'none, pfca, se, eca, simam'),
+              'none, pfca, se, eca, simam', paths=(None,)),
     main_case('unknown_attention_option', '--config.model.attention_options=lamb=1', "['lamb']",
               "valid: ['lam', 'variance']", config='{cifar}:pfca'),
     main_case('bad_attention_option_value', '--config.model.attention_options=lam=-1', 'lam=-1', '> 0',
@@ -86,21 +99,30 @@ CASES = [
               "'unbiased', 'biased'", config='{cifar}:pfca'),
     main_case('attention_option_not_key_value', '--config.model.attention_options=lam', "'lam'", 'key=value',
               config='{cifar}:pfca'),
+    # A comparison's baseline drops the options, which are for the attentions compared with it: single only.
     main_case('options_for_no_attention', '--config.model.attention_options=lam=1e-3', "'none' takes no options",
-              "['lam']", config='{cifar}'),
+              "['lam']", config='{cifar}', paths=('single',)),
     main_case('unknown_dataset', '--config.dataset=mnist', "'mnist'", 'cifar100, imagenet2012, sklearn_digits'),
     main_case('unknown_optimizer', '--config.optimizer=adamw', "'adamw'", 'valid: sgd, adam'),
     main_case('unknown_schedule', '--config.schedule=linear', "'linear'", 'valid: step, cosine'),
+    main_case('optimizer_without_its_fields', '--config.optimizer=sgd', "optimizer='sgd' needs the fields momentum "
+              'and nesterov', 'valid here: adam', config='{quick_sr}'),
+    main_case('ema_decay_out_of_range', '--config.ema_decay=1.5', 'ema_decay=1.5', 'must be in [0, 1)'),
+    main_case('init_from_missing', '--config.init_from={base}/no_weights', "init_from '{base}/no_weights' does not "
+              'exist', 'a PyTorch .pth file'),
+    main_case('init_from_not_weights', '--config.init_from={inputs}/empty', "init_from '{inputs}/empty' is a folder "
+              'without config.json and checkpoints/'),
     main_case('schedule_without_its_fields', '--config.schedule=cosine_restarts', "'cosine_restarts'",
               'valid here: step, cosine, constant'),
     main_case('scale_outside_2_3_4', '--config.scale=5', 'scale=5', '(2, 3, 4)', config='{quick_sr}'),
     # The command line itself.
-    main_case('unknown_flag', '--bogus=1', '--bogus', '--config, --workdir'),
-    main_case('stray_argument', 'stray', "'stray'", 'takes flags only'),
-    main_case('missing_config', '', '--config is required', 'configs/cifar100_resnet56.py', config=''),
+    main_case('unknown_flag', '--bogus=1', '--bogus', '--config, --workdir', paths=(None,)),
+    main_case('stray_argument', 'stray', "'stray'", 'takes flags only', paths=(None,)),
+    main_case('missing_config', '', '--config is required', 'configs/cifar100_resnet56.py', config='', paths=(None,)),
     main_case('config_file_missing', '', "'{base}/nope.py' does not exist", 'configs/cifar100_resnet56.py',
-              config='{base}/nope.py'),
-    main_case('config_file_not_python', '', 'README.md', 'not a Python file', config=f'{CONFIGS}/README.md'),
+              config='{base}/nope.py', paths=(None,)),
+    main_case('config_file_not_python', '', 'README.md', 'not a Python file', config=f'{CONFIGS}/README.md',
+              paths=(None,)),
     main_case('missing_workdir', '', '--workdir is required', 'the folder for checkpoints', workdir=''),
     main_case('url_workdir', '', "'gs://b/run' is a URL", 'local or mounted folder', workdir='gs://b/run'),
     main_case('workdir_under_a_file', '', '{inputs}/a_file/run', 'which is a file', workdir='{inputs}/a_file/run'),
@@ -187,6 +209,7 @@ CASES = [
          ('--attention is not a flag', '--attentions=')),
     Case('summary_bad_value', 'pfca_jax.models.summary', '--model=resnet50 --batch_size=x', ('--batch_size', "'x'")),
 ]
+CASES = [case for row in CASES for case in (row if isinstance(row, list) else [row])]
 
 
 # --- Inputs ---------------------------------------------------------------------------------------
