@@ -1,6 +1,7 @@
 """What each attention costs the paper's networks: parameters, GFLOPs and measured train-step time.
 
-    python experiments/cost_table.py [--networks=resnet18,resnet50,resnet101,cifar_resnet56,cifar_resnet164,msrresnet_x4]
+    python experiments/cost_table.py
+        [--networks=resnet18,resnet50,resnet101,cifar_resnet56,cifar_resnet164,msrresnet_x4]
         [--attentions=none,pfca,se,eca,simam] [--batch_size=16] [--rounds=3] [--out=experiments/results/cost]
 
 Parameters and forward GFLOPs (one example, XLA cost analysis of the reference formulation:

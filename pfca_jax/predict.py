@@ -200,7 +200,8 @@ def upscale(args) -> None:
          if stores_alpha else
          f'{args.input} has an alpha channel, which {os.path.splitext(args.output)[1]} files cannot store; dropped')
   upscaler = tiling.Upscaler(model, tile=tile, overlap=overlap)
-  upscaler.use(run_folder.restore_variables(args.workdir, model, (1, tile, tile, 3), run_folder.uses_average(config)))
+  upscaler.use(run_folder.restore_variables(args.workdir, model, (1, tile, tile, 3),
+                                            run_folder.uses_average(config)))
   height, width = image.rgb.shape[:2]
   if upscaler.goes_in_tiles(height, width):
     note(f'{args.input} is {width}x{height}, above {upscaler.max_whole_pixels:,} pixels: the whole network goes in '

@@ -230,7 +230,8 @@ def test_from_torch_with_pfca_inserted_predicts_with_the_files_weights(server, b
             '  config.ema_decay = 0.0\n  return config\n')
   folder = os.path.join(base, 'converted_pfca')
   convert(server, base, 'from_torch_pfca',
-          f'from_torch --file={sr_pth} --model=msrresnet --scale=2 --attention=pfca --config={config_file} --out={folder}')
+          f'from_torch --file={sr_pth} --model=msrresnet --scale=2 --attention=pfca --config={config_file} '
+          f'--out={folder}')
   with open(os.path.join(folder, 'config.json')) as f:
     assert json.load(f)['model']['attention'] == 'pfca'
   output = os.path.join(base, 'pfca_x2.png')

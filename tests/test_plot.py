@@ -161,7 +161,8 @@ def test_smoothing_is_a_trailing_mean_over_the_raw_curve(classification_runs):
 
 
 def test_command_line(classification_runs, tmp_path):
-  result = subprocess.run([sys.executable, '-m', 'pfca_jax.plot', f'--workdirs={",".join(classification_runs)}', '--metric=top5'],
+  result = subprocess.run([sys.executable, '-m', 'pfca_jax.plot', '--workdirs=' + ','.join(classification_runs),
+                           '--metric=top5'],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 0, result.stderr
   out = os.path.realpath(tmp_path / 'plot.png')  # The default --out: plot.png in the current directory.
