@@ -4,7 +4,7 @@
     python -m pfca_jax.predict upscale --workdir=runs/sr_x4 photo.png photo_x4.png [--tile=160 --overlap=40]
 
 The model is rebuilt from WORKDIR/config.json and only its parameters and BatchNorm statistics are
-read from the latest checkpoint, so neither the training data nor the optimiser state is needed, and
+read from the newest readable checkpoint (`pfca_jax.run_folder`), so neither the training data nor the optimiser state is needed, and
 a run trained on many devices predicts on one. Classification preprocesses each image exactly as
 evaluation does. Upscaling computes what evaluation computes (`pfca_jax.tasks.tiling.Upscaler`): the
 residual body, where the attention is, on the whole image, the upsampling tail in overlapping tiles,
