@@ -4,7 +4,7 @@ It reads as its steps: `prepare` checks everything that can fail because of what
 (config values, device count, workdir, dataset, and whether a checkpoint already in the workdir was
 trained with this config: `pfca_jax.train.run_identity`) before anything is compiled or written;
 `restore_or_initialise` places the state directly in its sharded placement; `announce` writes
-config.json and prints the start line; `Session.run` trains, evaluates and checkpoints (train steps
+config.json and prints the start line; `Training.run` trains, evaluates and checkpoints (train steps
 are dispatched without waiting, their metrics fetched only at log steps; a stop request, SIGTERM or
 a preemption, is handled between steps and raises `checkpointing.TrainingStopped` once its checkpoint
 is saved); `results.write_results` writes results.json for a completed or a diverged run.
@@ -56,7 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   reporter = reporting.Reporter(plan.workdir, plan.total_steps, config.batch_size, int(state.step))
   try:
     session = announce(plan, state, meta, reporter)
-    training = Session(plan, state, meta, reporter, checkpoints)
+    training = Training(plan, state, meta, reporter, checkpoints)
     try:
       training.run()
     except reporting.TrainingDiverged as e:
@@ -66,12 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
   finally:
     reporter.close()  # ...and the logs are flushed all the same.
-  write_results(plan.workdir, meta, session, 'completed', final=training.final,
-                params=models.count_params(training.state.params), steps=training.step,
-                wall_time_s=meta['wall_time_s'] + training.seconds_since_save(),
-                train_images_per_sec=reporter.train_images_per_sec(), devices=jax.device_count(),
-                processes=jax.process_count(),
-                **{key: meta[key] for key in ('initialised_from',) if key in meta}, **plan.task.results_extra())
+  record_completion(plan, training, session, reporter)
   return training.final
 
 
@@ -177,7 +172,7 @@ def start_line(config, num_params: int, steps_per_epoch: int, total_steps: int, 
   return line
 
 
-class Session:
+class Training:
   """The loop of one session of a run: train steps, and between them evaluations, checkpoints and the stop."""
 
   def __init__(self, plan: Plan, state, meta: dict, reporter: reporting.Reporter,
@@ -267,6 +262,18 @@ class Session:
                + ('' if 'pending_eval' not in self.meta else ' (the evaluation it interrupted runs first)'))
     self.reporter.print(message)
     raise checkpointing.TrainingStopped(message, self.stop_requested.signal_number)
+
+
+def record_completion(plan: Plan, training: Training, session: dict, reporter: reporting.Reporter) -> None:
+  """Writes results.json for a run trained to its end: final and best metrics, size, length, time and speed."""
+  meta = training.meta
+  outcome = dict(final=training.final, params=models.count_params(training.state.params), steps=training.step,
+                 wall_time_s=meta['wall_time_s'] + training.seconds_since_save(),
+                 train_images_per_sec=reporter.train_images_per_sec(), devices=jax.device_count(),
+                 processes=jax.process_count())
+  if 'initialised_from' in meta:
+    outcome['initialised_from'] = meta['initialised_from']
+  write_results(plan.workdir, meta, session, 'completed', **outcome, **plan.task.results_extra())
 
 
 def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoints: checkpointing.Checkpoints,

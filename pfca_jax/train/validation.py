@@ -38,7 +38,8 @@ def check_training(config) -> None:
 
 def check_optimiser_fields(config) -> None:
   """The chosen optimiser and schedule find their fields: a config carries those of its own recipe only."""
-  for setting, needs in (('optimizer', config_defaults.OPTIMIZER_FIELDS), ('schedule', config_defaults.SCHEDULE_FIELDS)):
+  for setting, needs in (('optimizer', config_defaults.OPTIMIZER_FIELDS),
+                         ('schedule', config_defaults.SCHEDULE_FIELDS)):
     missing = [field for field in needs[config[setting]] if field not in config]
     if missing:
       valid = [name for name, fields in needs.items() if all(field in config for field in fields)]
