@@ -190,3 +190,13 @@ def test_small_resnet_overfits_a_fixed_batch():
     accuracies.append(float(metrics['accuracy']))
   assert accuracies[0] < 0.5, accuracies[0]
   assert max(accuracies[-5:]) >= 0.9, accuracies[-10:]
+
+
+def test_every_task_supplies_what_the_trainer_asks_and_builds_its_model_before_any_data():
+  from pfca_jax.tasks.base import Task
+  from pfca_jax.train import loop
+  assert Task.__abstractmethods__ == {'input_shape', 'loss', 'build_eval', 'evaluate'}
+  assert all(issubclass(task_class, Task) and not task_class.__abstractmethods__ for task_class in loop.TASKS.values())
+  config = config_defaults.classification()
+  config.dataset = 'no_such_dataset'  # Never opened: the model comes from the config alone.
+  assert loop.TASKS['classification'](config).model.num_classes == 100

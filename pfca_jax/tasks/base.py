@@ -3,14 +3,16 @@
 `train_and_evaluate` calls, in this order: the constructor (the config's names and options, before any
 data is read), `open_data`, then `model`, `input_shape`, `steps_per_epoch`, `train_batches`, `loss`,
 `build_eval` and `evaluate`, and last `results_extra` for results.json. A task subclasses `Task` and
-supplies the methods that raise NotImplementedError here.
+supplies its abstract methods (a subclass missing one cannot be instantiated).
 """
+
+import abc
 
 from pfca_jax import data
 from pfca_jax.models.from_config import create_model
 
 
-class Task:
+class Task(abc.ABC):
   """One kind of training (classification, super-resolution): its data, model, loss and evaluation."""
   input_key = 'image'  # The batch entry the network reads.
 
@@ -31,21 +33,21 @@ class Task:
     """The training batches from `start_step` on, as if the run had never stopped."""
     return self.data.train_iterator(self.config, self.info, start_step=start_step)
 
+  @abc.abstractmethod
   def input_shape(self) -> tuple:
     """The shape of one input example with a batch of 1, for initialising the model."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def loss(self, outputs, batch):
     """(loss, {name: metric}) of one training batch."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def build_eval(self, state_shardings, mesh) -> None:
     """Prepares evaluation once the state's placement is known."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def evaluate(self, state, step: int, reporter, stop=None) -> dict:
     """{'eval/<set>/<metric>': value}; `stop` is asked between batches and True raises steps.EvaluationStopped."""
-    raise NotImplementedError
 
   def results_extra(self) -> dict:
     """Entries the task adds to results.json beside the metrics (none by default)."""
