@@ -65,12 +65,15 @@ def predict_case(id, args, *named, fresh=False):
 
 
 CASES = [
-    # Config fields: misspelt, wrong type, out of range.
-    main_case('unknown_field', '--config.batchsize=8', "'batchsize'", "did you mean 'batch_size'"),
-    main_case('unknown_nested_field', '--config.model.nme=x', "'model.nme'", "did you mean 'model.name'"),
-    main_case('wrong_type_int', '--config.batch_size=abc', '--config.batch_size=abc', 'takes an integer'),
-    main_case('wrong_type_bool', '--config.nesterov=maybe', '--config.nesterov=maybe', 'True or False'),
-    main_case('group_as_value', '--config.model=resnet50', '--config.model=resnet50', 'set one at a time'),
+    # Config fields: misspelt, wrong type (refused while the flags are parsed, before either path), out of range.
+    main_case('unknown_field', '--config.batchsize=8', "'batchsize'", "did you mean 'batch_size'", paths=(None,)),
+    main_case('unknown_nested_field', '--config.model.nme=x', "'model.nme'", "did you mean 'model.name'",
+              paths=(None,)),
+    main_case('wrong_type_int', '--config.batch_size=abc', '--config.batch_size=abc', 'takes an integer',
+              paths=(None,)),
+    main_case('wrong_type_bool', '--config.nesterov=maybe', '--config.nesterov=maybe', 'True or False', paths=(None,)),
+    main_case('group_as_value', '--config.model=resnet50', '--config.model=resnet50', 'set one at a time',
+              paths=(None,)),
     main_case('wrong_type_tuple', '--config.lr_boundaries_epochs=abc', "lr_boundaries_epochs=('abc',)",
               'increasing epoch numbers'),
     main_case('zero_batch', '--config.batch_size=0', 'batch_size=0', 'positive integer'),
