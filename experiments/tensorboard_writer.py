@@ -17,7 +17,6 @@ the writing its thread does. The markdown report goes to stdout:
     python experiments/tensorboard_writer.py > experiments/results/tensorboard_writer.md
 """
 
-import argparse
 import datetime
 import importlib.util
 import json
@@ -33,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pfca_jax.train import reporting  # noqa: E402 -- after the path above.
+from pfca_jax.cli import runner  # noqa: E402 -- after the path above.
+from pfca_jax.train import reporting  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLD_COMMIT = 'd7a8653'
@@ -140,11 +140,11 @@ def machine() -> str:
           f'{os.getloadavg()[0]:.1f} at the start')
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--repeats', type=int, default=3)
-  parser.add_argument('--log_steps', type=int, default=500)
-  args = parser.parse_args()
+def main(argv=None):
+  parser = runner.Parser(description=__doc__.split('\n')[0])
+  parser.add_argument('--repeats', type=int, default=3, help='fresh processes per import measurement')
+  parser.add_argument('--log_steps', type=int, default=500, help='log steps of scalars written')
+  args = parser.parse_args(argv)
   import tensorboardX
   try:
     import importlib.metadata as metadata
@@ -181,4 +181,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(runner.run(main))
