@@ -1,7 +1,8 @@
 """Training: `train_and_evaluate(config, workdir)` and its parts, one module each.
 
-    loop.py             the loop, as its steps: checks, restore or initialise, the start line, train
-                        (evaluations, checkpoints and the stop between steps)
+    loop.py             train_and_evaluate as its steps: checks, restore or initialise, the start line,
+                        the session, results.json
+    session.py          one session's loop: train steps, and the evaluations, checkpoints and stop between them
     results.py          WORKDIR/results.json, for a completed and a diverged run alike
     train_state.py      the sharded train state (eval_shape -> shardings -> jit(init))
     steps.py            the jitted train and eval steps, and the NaN/Inf check of the state before a save

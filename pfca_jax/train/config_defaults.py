@@ -22,21 +22,7 @@ def _shared(task: str) -> ml_collections.ConfigDict:
   """The fields every task has, each commented once; the tasks below set their own values and add the rest."""
   c = ml_collections.ConfigDict()
   c.task = task                       # classification | super_resolution: the loss, metrics and input pipeline.
-
-  c.model = ml_collections.ConfigDict()
-  c.model.name = ''                   # A name of pfca_jax.models.MODELS.
-  c.model.attention = 'none'          # none | pfca | se | eca | simam.
-  # Keyword options of the attention as 'key=value,...', e.g. 'lam=1e-3,variance=biased' for PFCA or
-  # 'reduction=8' for SE; empty for each module's defaults.
-  c.model.attention_options = ''
-  c.model.dtype = 'float32'           # Compute dtype (float32 | bfloat16); parameters stay float32.
-  # The layers the network is built from: fast (the speed layer, pfca_jax/models/fast/) | reference
-  # (flax's layers and the attention definitions as written, pfca_jax/models/attention.py). Same
-  # parameters and function (tested); use reference to train an edited attention as you wrote it.
-  c.model.attention_impl = 'fast'
-  # With fast, the convolution lowering: auto (matmul in programs compiled for the CPU, xla elsewhere)
-  # | xla | matmul; same parameters and outputs either way (pfca_jax/models/fast/conv.py).
-  c.model.conv_impl = 'auto'
+  c.model = _shared_model()
 
   c.dataset = ''                      # Each task's list below; 'synthetic' for generated data (docs/synthetic.md).
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default.
@@ -83,6 +69,25 @@ def _shared(task: str) -> ml_collections.ConfigDict:
   # An explicit --config.model.attention=A replaces the entries after the first (docs/runs.md).
   c.compare_attentions = ''
   return c
+
+
+def _shared_model() -> ml_collections.ConfigDict:
+  """config.model's fields every network has."""
+  m = ml_collections.ConfigDict()
+  m.name = ''                         # A name of pfca_jax.models.MODELS.
+  m.attention = 'none'                # none | pfca | se | eca | simam.
+  # Keyword options of the attention as 'key=value,...', e.g. 'lam=1e-3,variance=biased' for PFCA or
+  # 'reduction=8' for SE; empty for each module's defaults.
+  m.attention_options = ''
+  m.dtype = 'float32'                 # Compute dtype (float32 | bfloat16); parameters stay float32.
+  # The layers the network is built from: fast (the speed layer, pfca_jax/models/fast/) | reference
+  # (flax's layers and the attention definitions as written, pfca_jax/models/attention.py). Same
+  # parameters and function (tested); use reference to train an edited attention as you wrote it.
+  m.attention_impl = 'fast'
+  # With fast, the convolution lowering: auto (matmul in programs compiled for the CPU, xla elsewhere)
+  # | xla | matmul; same parameters and outputs either way (pfca_jax/models/fast/conv.py).
+  m.conv_impl = 'auto'
+  return m
 
 
 def classification() -> ml_collections.ConfigDict:

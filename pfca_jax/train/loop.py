@@ -4,15 +4,13 @@ It reads as its steps: `prepare` checks everything that can fail because of what
 (config values, device count, workdir, dataset, and whether a checkpoint already in the workdir was
 trained with this config: `pfca_jax.train.run_identity`) before anything is compiled or written;
 `restore_or_initialise` places the state directly in its sharded placement; `announce` writes
-config.json and prints the start line; `Training.run` trains, evaluates and checkpoints (train steps
-are dispatched without waiting, their metrics fetched only at log steps; a stop request, SIGTERM or
-a preemption, is handled between steps and raises `checkpointing.TrainingStopped` once its checkpoint
-is saved); `results.write_results` writes results.json for a completed or a diverged run.
+config.json and prints the start line; `session.Training.run` trains, evaluating and checkpointing
+between steps (a stop request raises `checkpointing.TrainingStopped` once its checkpoint is saved);
+`results.write_results` writes results.json for a completed or a diverged run.
 """
 
 import dataclasses
 import os
-import time
 
 import jax
 import ml_collections
@@ -21,9 +19,9 @@ import optax
 from pfca_jax import data, models
 from pfca_jax.tasks import classification, super_resolution
 from pfca_jax.tasks.base import Task
-from pfca_jax.train import (checkpointing, init_from, optim, provenance, reporting, run_identity, sharding, steps,
-                            train_state)
+from pfca_jax.train import checkpointing, init_from, optim, provenance, reporting, run_identity, sharding, train_state
 from pfca_jax.train.results import write_results
+from pfca_jax.train.session import Training
 from pfca_jax.train.validation import UserError, check_training, check_workdir
 
 # config.task -> the task's data, model, loss and evaluation.
@@ -172,98 +170,6 @@ def start_line(config, num_params: int, steps_per_epoch: int, total_steps: int, 
   return line
 
 
-class Training:
-  """The loop of one session of a run: train steps, and between them evaluations, checkpoints and the stop."""
-
-  def __init__(self, plan: Plan, state, meta: dict, reporter: reporting.Reporter,
-               checkpoints: checkpointing.Checkpoints):
-    config, task = plan.config, plan.task
-    self.plan, self.state, self.meta, self.reporter, self.checkpoints = plan, state, meta, reporter, checkpoints
-    self.step = self.start_step = int(state.step)
-    self.final = {}  # The metrics of the last evaluation.
-    self.eval_every = optim.interval_steps(config, 'eval_every', plan.steps_per_epoch)
-    self.checkpoint_every = optim.interval_steps(config, 'checkpoint_every', plan.steps_per_epoch)
-    self.train_step = steps.make_train_step(task.loss, plan.schedule, plan.shardings, plan.mesh,
-                                            input_key=task.input_key, ema_decay=config.get('ema_decay', 0.0))
-    self.non_finite = steps.make_state_check(plan.abstract, plan.shardings, plan.mesh)
-    task.build_eval(plan.shardings, plan.mesh)
-    self.stop_requested = checkpointing.StopRequest(checkpoints)
-    self.paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
-    self._since = time.time()  # Wall time is added to meta['wall_time_s'] at each save.
-
-  def run(self) -> None:
-    """Trains to plan.total_steps from the state's step, or raises TrainingStopped once a stop is checkpointed."""
-    # The step whose evaluation a stop request interrupted: it runs first on resuming.
-    if self.meta.pop('pending_eval', None) == self.start_step:
-      self.evaluate(self.step)
-      self.paused = 0.0  # Counted in the first log interval, as its compilation is.
-    batches = sharding.prefetch_to_devices(self.plan.task.train_batches(self.start_step),
-                                           sharding.batch_sharded(self.plan.mesh))
-    while self.step < self.plan.total_steps:
-      self.state, metrics = self.train_step(self.state, next(batches))
-      self.step += 1
-      self.after_step(metrics)
-    if not self.final:  # Resumed a finished run: report its metrics again.
-      self.evaluate(self.step)
-
-  def after_step(self, metrics) -> None:
-    """Logs, evaluates and checkpoints when due; on a stop request, checkpoints and raises TrainingStopped."""
-    step, config = self.step, self.plan.config
-    self.reporter.add_train(step, metrics)
-    stop = self.stop_requested(step)
-    last = step == self.plan.total_steps
-    if step % config.log_every_steps == 0 or last or stop:
-      self.reporter.flush_train(step, self.paused)
-      self.paused = 0.0
-    if step % self.eval_every == 0 or last:
-      stop = self.evaluate_unless_stopped(stop)
-    if step % self.checkpoint_every == 0 or last or stop:
-      self.save()
-    if stop:
-      self.stop()
-
-  def evaluate(self, step: int) -> None:
-    """Evaluates the state (raising steps.EvaluationStopped when a stop request interrupts it)."""
-    t0 = time.perf_counter()
-    # With several processes the stop is agreed on between steps only (`StopRequest`): an evaluation
-    # runs to its end there.
-    stop = (lambda: self.stop_requested(step)) if jax.process_count() == 1 else None
-    self.final = self.plan.task.evaluate(self.state, step, self.reporter, stop=stop)
-    self.meta['best'] = best_of(self.meta['best'], self.final)
-    self.paused += time.perf_counter() - t0
-
-  def evaluate_unless_stopped(self, stop: bool) -> bool:
-    """The evaluation due at this step, unless a stop request comes before or during it; True when stopping."""
-    if not stop:
-      try:
-        self.evaluate(self.step)
-        return False
-      except steps.EvaluationStopped:
-        pass
-    # Checkpointed next; the resumed run evaluates this step first.
-    self.final, self.meta['pending_eval'] = {}, self.step
-    return True
-
-  def save(self) -> None:
-    self.reporter.check_finite()  # Never save a state that has already diverged...
-    bad = self.non_finite(self.state)  # ...nor one that an update has just overflowed.
-    if bad is not None:
-      raise reporting.TrainingDiverged(f'{bad} is not finite after step {self.step}: training stopped', self.step)
-    self.meta['wall_time_s'] += self.seconds_since_save()
-    self._since = time.time()
-    self.checkpoints.save(self.step, self.state, dict(self.meta, step=self.step))
-
-  def seconds_since_save(self) -> float:
-    return time.time() - self._since
-
-  def stop(self) -> None:
-    message = (f'{self.stop_requested.signal_name or "preemption"}: checkpoint of step {self.step} saved in '
-               f'{self.checkpoints.directory}; rerun the same command to resume'
-               + ('' if 'pending_eval' not in self.meta else ' (the evaluation it interrupted runs first)'))
-    self.reporter.print(message)
-    raise checkpointing.TrainingStopped(message, self.stop_requested.signal_number)
-
-
 def record_completion(plan: Plan, training: Training, session: dict, reporter: reporting.Reporter) -> None:
   """Writes results.json for a run trained to its end: final and best metrics, size, length, time and speed."""
   meta = training.meta
@@ -290,15 +196,3 @@ def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoin
 def _print_on_main(text: str) -> None:
   if jax.process_index() == 0:
     print(text, flush=True)
-
-
-def best_of(best: dict, current: dict) -> dict:
-  """Per metric, the best value seen: lowest for losses, highest for the rest (accuracy, PSNR, SSIM)."""
-  merged = dict(best)
-  for name, value in current.items():
-    if name.endswith(('/examples', '/images')) or '/bicubic_' in name:  # Counts and references, not scores.
-      continue
-    lower_is_better = name.endswith('/loss')
-    if name not in merged or (value < merged[name] if lower_is_better else value > merged[name]):
-      merged[name] = value
-  return merged
