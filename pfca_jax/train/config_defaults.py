@@ -173,7 +173,6 @@ def super_resolution(scale: int) -> ml_collections.ConfigDict:
   c.schedule = 'cosine_restarts'      # Cosine annealing restarted at the end of each period.
   c.lr_restart_periods = (250_000, 250_000, 250_000, 250_000)  # Steps per cosine cycle.
   c.lr_min = 1e-7                     # eta_min: the rate at the end of each cycle.
-  c.lr_boundaries_epochs = ()         # No step boundaries; the field is checked whatever the schedule.
   # BasicSR's recipe: no weight decay, and the average of the weights (its model zoo's `params_ema`) is
   # what is evaluated and released.
   c.ema_decay = 0.999

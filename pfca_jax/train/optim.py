@@ -52,16 +52,13 @@ def check_values(config) -> None:
     for field in ('adam_b1', 'adam_b2'):
       if field in config and not (_number(config[field]) and 0 <= config[field] < 1):
         refuse(field, 'must be in [0, 1)')
-  boundaries = config.lr_boundaries_epochs  # Checked even where unused: ('abc',) is always a typo.
+  boundaries = config.get('lr_boundaries_epochs', ())  # Checked wherever present: ('abc',) is always a typo.
   if not (all(_number(e) and e >= 0 for e in boundaries) and list(boundaries) == sorted(boundaries)):
     refuse('lr_boundaries_epochs', 'must be increasing epoch numbers >= 0, e.g. (81, 122)')
   if config.schedule == 'step':
     if not (_number(config.lr_decay_factor) and config.lr_decay_factor > 0):
       refuse('lr_decay_factor', 'must be a number > 0 (0.1: each boundary divides the rate by 10)')
   if config.schedule == 'cosine_restarts':
-    if 'lr_restart_periods' not in config or 'lr_min' not in config:
-      raise UserError("schedule='cosine_restarts' needs the fields lr_restart_periods and lr_min, which this config "
-                      f'does not have; valid here: {", ".join(s for s in SCHEDULES if s != "cosine_restarts")}')
     periods = config.lr_restart_periods
     if not (periods and all(isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in periods)):
       refuse('lr_restart_periods', 'must be one or more positive step counts, e.g. (250000, 250000)')
