@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from conftest import load_repo_module
+from jax.experimental.compilation_cache import compilation_cache
 
 from pfca_jax.models.attention import get_attention
 from pfca_jax.models.fast.attention import FAST_VERSIONS
@@ -93,9 +94,12 @@ class TinyEntry:
 def uncached_compiles():
   # The two programs below differ only in their metadata, which the persistent compilation cache
   # (conftest.py) does not key on: the second could come back with the first one's scope names.
+  # JAX decides once per process whether the cache is used: reset_cache makes it read the flag again.
   jax.config.update('jax_enable_compilation_cache', False)
+  compilation_cache.reset_cache()
   yield
   jax.config.update('jax_enable_compilation_cache', True)
+  compilation_cache.reset_cache()
 
 
 def test_an_attention_is_found_only_under_its_modules_name(uncached_compiles):
