@@ -78,6 +78,7 @@ def test_mistakes_end_in_one_line_before_training(args, message, tmp_path):
   assert not os.path.exists(tmp_path / 'runs' / 'none')
 
 
+@pytest.mark.slow
 def test_digits_grid_resumes_when_interrupted_rereads_when_done_and_refuses_a_changed_config(tmp_path, monkeypatch):
   """Two attentions x two seeds of the shrunk digits quick start: stopped by SIGTERM in its second run, then the
   same command (which resumes that run and trains the rest), the same again, and one with another config."""

@@ -25,6 +25,9 @@ from pfca_jax.data import fake_data
 from pfca_jax.train import checkpointing, reporting, run_identity, steps
 from pfca_jax.train.validation import UserError
 
+# Fault trials: each trains a run, damages, overflows, fills the disk under or stops it, and trains again.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):

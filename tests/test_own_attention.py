@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 GUIDE = os.path.join(REPO, 'docs', 'attention.md')
@@ -34,6 +36,7 @@ def _follow_guide(root):
     f.write(source)
 
 
+@pytest.mark.slow  # Trains the quick start with the new attention, through the command.
 def test_guide_steps_give_a_tested_attention_that_trains_through_the_quick_start(tmp_path):
   root = tmp_path / 'checkout'
   ignore = shutil.ignore_patterns('__pycache__')

@@ -123,6 +123,7 @@ def checkpoint_files(workdir):
                 if 'checkpoints' in folder)
 
 
+@pytest.mark.slow
 def test_digits_quickstart_through_the_command_line(data_dir, tmp_path):
   """The README's first command, shrunk to a few steps: both runs, their results and the side-by-side table;
   the same command again re-reads them; a changed one is refused."""

@@ -4,6 +4,7 @@ on a held-out photo, through the real trainer and evaluation."""
 import os
 
 import numpy as np
+import pytest
 import skimage.data
 from PIL import Image
 
@@ -13,6 +14,7 @@ from pfca_jax.data import fake_data
 from pfca_jax.imresize import imresize
 
 
+@pytest.mark.slow  # A learning trial: 300 training steps.
 def test_small_msrresnet_beats_bicubic_on_a_held_out_photo(tmp_path):
   rng = np.random.default_rng(0)
   photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]

@@ -83,6 +83,7 @@ print('REPORT ' + json.dumps(report))
 '''
 
 
+@pytest.mark.slow
 def test_trainer_runs_and_resumes_on_synthetic_data_without_tensorflow(tmp_path):
   result = subprocess.run([sys.executable, '-c', TRAIN_AND_RESUME, str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True, timeout=600)

@@ -96,6 +96,7 @@ def test_imagenet_end_to_end(tmp_path):
   assert 'eval/validation/top5' in scalar_tags(workdir)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, mock_cifar, monkeypatch):
   straight = str(tmp_path / 'straight')
   train.train_and_evaluate(tiny_cifar(checkpoint_every_steps=100), straight)
@@ -127,6 +128,7 @@ def test_sigterm_checkpoints_and_resume_is_bit_identical(tmp_path, mock_cifar, m
   assert json.load(open(os.path.join(resumed, 'results.json')))['steps'] == 4
 
 
+@pytest.mark.slow
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, mock_cifar):
   workdir = str(tmp_path / 'run')
   config = tiny_cifar(base_learning_rate=1e30, num_train_steps=6, checkpoint_every_steps=1, log_every_steps=1)
