@@ -60,10 +60,7 @@ def _train_step_values(model, variables, x):
     y, state = out if train else (out, {})
     return jnp.sum(jnp.sin(y)), (y, state)
 
-  # These tests check values, not speed: LLVM's optimisations off make the compilations, most of the
-  # time here, a quarter shorter (they do not reorder float operations either way).
-  step = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(variables['params'])
-  (_, (y, state)), grads = step.compile({'xla_backend_optimization_level': 0})(variables['params'])
+  (_, (y, state)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
   return y, state, grads
 
 
