@@ -21,7 +21,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pfca_jax.cli import cpu_settings, runner  # noqa: E402 -- after the path above.
+from pfca_jax.bench import timing  # noqa: E402 -- after the path above.
+from pfca_jax.cli import cpu_settings, runner  # noqa: E402
 from pfca_jax.errors import UserError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,11 +68,6 @@ def suite_flags() -> str:
   raise SystemExit('tests/conftest.py no longer defines COMPILE_QUICKLY')
 
 
-def cpu_model() -> str:
-  with open('/proc/cpuinfo') as f:
-    return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), 'unknown CPU')
-
-
 def flag_sets() -> dict[str, str]:
   quick = suite_flags()
   sets = {'none (the commands)': ''}
@@ -103,7 +99,7 @@ def _main(argv) -> int:
   labels = list(next(iter(results.values()))['seconds'])
   baseline = results['none (the commands)']
   print(f'# XLA CPU compile flags: compile seconds of a train step, and whether the bits change\n\n'
-        f'{datetime.date.today()}, {cpu_model()} ({os.cpu_count()} cores), jax {importlib.metadata.version("jax")}; '
+        f'{datetime.date.today()}, {timing.cpu_model()} ({os.cpu_count()} cores), jax {importlib.metadata.version("jax")}; '
         f'median of {args.repeats} processes each; `python experiments/compile_flags.py --repeats={args.repeats}`.\n')
   print('| XLA flags | ' + ' | '.join(labels) + ' | total | bits as with none |')
   print('|---|' + '---:|' * (len(labels) + 1) + '---|')

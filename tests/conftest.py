@@ -9,17 +9,22 @@ import tempfile
 from pfca_jax.cli import cpu_settings  # noqa: E402 -- imports nothing but the standard library.
 
 # The tests check values, not speed, and compiling takes most of their time: these flags make XLA's CPU
-# compilations several times shorter (LLVM's optimisations off, the older loop emitters for fusions, one
+# compilations about twice as short (LLVM's optimisations off, the older loop emitters for fusions, one
 # code-generation unit). XLA's own passes (fusion, layout) still run, so the programs are the ones the
 # commands compile; their machine code rounds a few float operations differently, in the last bit. So
 # every process of the suite, the commands the tests start included, compiles with them.
 COMPILE_QUICKLY = ('--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false'
                    ' --xla_cpu_parallel_codegen_split_count=1')
 
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a process of the suite (this one, or a command a test starts): DEVICES simulated CPUs."""
+  return f'--xla_force_host_platform_device_count={devices} {COMPILE_QUICKLY}'
+
+
 # Must precede the first import of jax anywhere in the test session. The commands' XLA flag too
 # (cpu_settings.py): the tests compile and run what the commands do, and its convolutions are faster.
-os.environ['XLA_FLAGS'] = ' '.join(
-    filter(None, [os.environ.get('XLA_FLAGS'), '--xla_force_host_platform_device_count=8', COMPILE_QUICKLY]))
+os.environ['XLA_FLAGS'] = ' '.join(filter(None, [os.environ.get('XLA_FLAGS'), xla_flags(8)]))
 cpu_settings.set_xla_flag()
 # Many tests compile the same programs (a resumed run, another seed, the subprocesses of the CLI
 # tests, which inherit the variables): a compilation cache shared by the session's processes

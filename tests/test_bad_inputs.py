@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import COMPILE_QUICKLY
+from conftest import xla_flags
 from fork_server import Server
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -323,7 +323,7 @@ def env(tmp_path_factory):
       PFCA_JAX_CPU_SETTINGS='0',  # Would re-exec the forked server with its own arguments.
       JAX_PLATFORMS='cpu',
       # 8 devices, as the other tests have: a batch of 12 does not split over them.
-      XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {COMPILE_QUICKLY}',
+      XLA_FLAGS=xla_flags(8),
       # A data_dir a case does not name is an empty folder of the inputs: preparing anything there is a write.
       TFDS_DATA_DIR=os.path.join(base, 'inputs', 'tfds_default'),
       PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import skimage.data
-from conftest import COMPILE_QUICKLY, REPO, assert_trees_equal, checkpointed_state, load_repo_module
+from conftest import REPO, assert_trees_equal, checkpointed_state, load_repo_module, xla_flags
 from fork_server import Server
 import tiny_sr
 from PIL import Image
@@ -66,7 +66,7 @@ def base(tmp_path_factory):
 @pytest.fixture(scope='module')
 def server(base):
   env = dict(os.environ, PFCA_JAX_CPU_SETTINGS='0', JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {COMPILE_QUICKLY}',
+             XLA_FLAGS=xla_flags(8),
              PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
   served = Server(env, os.path.join(base, 'server.log'))
   yield served

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import COMPILE_QUICKLY
+from conftest import xla_flags
 import skimage.data
 from PIL import Image
 
@@ -57,7 +57,7 @@ def test_two_processes_train_evaluate_and_checkpoint(tmp_path):
       'test': fake_data.fake_examples('cifar100', 11, seed=1)})  # 11: the processes' shares differ by one.
   workdir = str(tmp_path / 'run')
   port = free_port()
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count=2 {COMPILE_QUICKLY}')  # 4 devices in all.
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2))  # 4 devices in all.
   procs = [subprocess.Popen(
       [sys.executable, '-m', 'pfca_jax.main', '--config=configs/cifar100_resnet20.py:pfca', f'--workdir={workdir}',
        f'--config.data_dir={data_dir}', '--config.batch_size=16', '--config.eval_batch_size=8',
@@ -117,7 +117,7 @@ def test_two_process_sr_evaluation_equals_one_process(tmp_path, div2k_dir):
           '--config.log_every_steps=2', '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
           '--config.eval_tile=12', '--config.eval_tile_overlap=2', '--config.eval_num_samples=1',
           '--config.model.num_feat=8', '--config.model.num_block=1']
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count=1 {COMPILE_QUICKLY}')  # One device a process.
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))  # One device a process.
   outputs = run_processes(args, 2, env)
   assert '2 device(s) over 2 process(es)' in outputs[0]
   two = json.load(open(os.path.join(workdir, 'results.json')))

@@ -262,14 +262,19 @@ def format_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def machine() -> str:
-  """What the figures were measured on: CPU model and cores, accelerators, jax version, huge pages."""
+def cpu_model() -> str:
+  """The CPU's model name (Linux's /proc/cpuinfo), else what Python's platform module knows."""
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+      return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
   except OSError:
-    pass
+    return cpu
+
+
+def machine() -> str:
+  """What the figures were measured on: CPU model and cores, accelerators, jax version, huge pages."""
+  cpu = cpu_model()
   device = jax.devices()[0]
   pages = 'on' if cpu_settings.huge_pages_enabled() else 'off'
   return (f'{cpu}, {os.cpu_count()} CPU cores; {jax.device_count()} x {device.device_kind} '
