@@ -21,7 +21,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from pfca_jax.cli import command, cpu_settings
+from pfca_jax.cli import cluster, command, cpu_settings
 
 if __name__ == '__main__':
   cpu_settings.apply()  # Before JAX: see pfca_jax/cli/cpu_settings.py.
@@ -61,31 +61,32 @@ def main(argv):
   del argv  # command.parse_flags has refused any positional argument.
   logging.set_verbosity(logging.FATAL)  # As pfca_jax.main: every failure ends in one line of ours.
   command.quiet_closed_event_loops()
-  command.join_processes()  # Multi-host Cloud TPU VMs: every host runs this same command.
-  import jax
-  from pfca_jax.studies import ablation, compare
-  from pfca_jax.train.checkpointing import TrainingStopped
-  from pfca_jax.errors import UserError
-  from pfca_jax.train.validation import check_workdir
-  try:
-    attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
-    for field in ('model.attention', 'compare_attentions'):  # Set per run here: an explicit value would be ignored.
-      if field in config_flags.get_override_values(flags.FLAGS['config']):
-        raise UserError(f'--config.{field} has no effect here: the grid trains the attentions of --attentions='
-                        f'{_ATTENTIONS.value}; put the attentions there')
-    name = _NAME.value or _default_name()
-    results_dir = os.path.abspath(_RESULTS_DIR.value)
-    os.makedirs(results_dir, exist_ok=True)
-    if not os.access(results_dir, os.W_OK):
-      raise UserError(f'--results_dir={_RESULTS_DIR.value}: {results_dir} is not writable')
-    workdir = check_workdir(_WORKDIR.value or os.path.join('runs', 'ablation', name))
-    log = lambda s: print(s, flush=True) if jax.process_index() == 0 else None
-    runs = ablation.run_grid(_CONFIG.value, workdir, attentions, _SEEDS.value, log=log)
-    if jax.process_index() != 0:
-      return
-    paths = ablation.write_results(runs, results_dir, name, _header(name, sys.argv, runs))
-  except TrainingStopped as e:
-    sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
+  # Joined as pfca_jax.main: srun, mpirun and Cloud TPU VM pods start this same command on every host.
+  with cluster.job(_CONFIG.value):
+    import jax
+    from pfca_jax.studies import ablation, compare
+    from pfca_jax.train.checkpointing import TrainingStopped
+    from pfca_jax.errors import UserError
+    from pfca_jax.train.validation import check_workdir
+    try:
+      attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
+      for field in ('model.attention', 'compare_attentions'):  # Set per run here: an explicit value would be ignored.
+        if field in config_flags.get_override_values(flags.FLAGS['config']):
+          raise UserError(f'--config.{field} has no effect here: the grid trains the attentions of --attentions='
+                          f'{_ATTENTIONS.value}; put the attentions there')
+      name = _NAME.value or _default_name()
+      results_dir = os.path.abspath(_RESULTS_DIR.value)
+      os.makedirs(results_dir, exist_ok=True)
+      if not os.access(results_dir, os.W_OK):
+        raise UserError(f'--results_dir={_RESULTS_DIR.value}: {results_dir} is not writable')
+      workdir = check_workdir(_WORKDIR.value or os.path.join('runs', 'ablation', name))
+      log = lambda s: print(s, flush=True) if jax.process_index() == 0 else None
+      runs = ablation.run_grid(_CONFIG.value, workdir, attentions, _SEEDS.value, log=log)
+      if jax.process_index() != 0:
+        return
+      paths = ablation.write_results(runs, results_dir, name, _header(name, sys.argv, runs))
+    except TrainingStopped as e:
+      sys.exit(e.exit_status)  # The trainer has said which checkpoint it saved and how to resume.
   print(open(paths[0]).read())
   print('Written: ' + ', '.join(paths), flush=True)
 

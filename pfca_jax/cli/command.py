@@ -142,15 +142,6 @@ def run(main, config_flag) -> int:
                                                                                      config_flag=config_flag)))
 
 
-def join_processes(mode: str = 'auto', coordinator: str | None = None, num_processes: int | None = None,
-                   process_id: int | None = None) -> None:
-  """jax.distributed.initialize when asked ('on') or, for 'auto', on multi-host Cloud TPU VMs or with a coordinator."""
-  import jax  # Only to join: no computation may run before jax.distributed.initialize.
-  multi_host_tpu = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  if mode == 'on' or (mode == 'auto' and (multi_host_tpu or coordinator)):
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
-
-
 def quiet_closed_event_loops() -> None:
   """Drops the 'Event loop is closed' reports of an orbax read or write that failed (a command's choice).
 

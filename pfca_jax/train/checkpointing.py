@@ -28,9 +28,9 @@ from typing import Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from pfca_jax.errors import RunFailed, UserError
+from pfca_jax.train import job_store
 
 
 def _manager(directory: str, **options) -> ocp.CheckpointManager:
@@ -164,7 +164,7 @@ class Checkpoints:
         if _UNFINISHED in name:
           shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
     if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('unfinished saves removed')
+      job_store.barrier(f'unfinished saves removed in {self.directory}')
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -195,7 +195,7 @@ class Checkpoints:
       os.makedirs(os.path.dirname(target), exist_ok=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
     if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f'checkpoint {step} set aside')
+      job_store.barrier(f'checkpoint {step} set aside in {self.directory}')
     return target
 
   def save(self, step: int, state, meta: dict) -> None:

@@ -63,6 +63,14 @@ def _shared(task: str) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = -1
   c.checkpoint_every_epochs = 1.0
   c.keep_checkpoints = 3              # How many recent checkpoints stay on disk.
+  # Several processes (docs/clusters.md). A process whose heartbeat stops for peer_timeout_s is lost, and
+  # every other one ends the job (status 5). A process that completes no training step for step_timeout_s
+  # (the clock stops for its first compilation, evaluations and checkpoint saves) ends the job (status 6);
+  # PyTorch's NCCL watchdog waits 10 minutes too. join_timeout_s: how long processes wait for the others to
+  # start (JAX's default).
+  c.peer_timeout_s = 30.0
+  c.step_timeout_s = 600.0
+  c.join_timeout_s = 300
   c.seed = 0                          # Initialisation, shuffling and augmentation.
   # Comma-separated attentions to train one after another with this config, each in WORKDIR/<attention>,
   # followed by a side-by-side table (WORKDIR/comparison.md); empty: one run of model.attention in WORKDIR.

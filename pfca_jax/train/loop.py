@@ -9,6 +9,7 @@ between steps (a stop request raises `checkpointing.TrainingStopped` once its ch
 `results.write_results` writes results.json for a completed or a diverged run.
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -19,7 +20,8 @@ import optax
 from pfca_jax import data, models
 from pfca_jax.tasks import classification, super_resolution
 from pfca_jax.tasks.base import Task
-from pfca_jax.train import checkpointing, init_from, optim, provenance, reporting, run_identity, sharding, train_state
+from pfca_jax.train import (checkpointing, fault_injection, init_from, job_store, optim, provenance, reporting,
+                            run_identity, running_marker, sharding, train_state, watchdog)
 from pfca_jax.train.results import write_results
 from pfca_jax.train.session import Training
 from pfca_jax.train.validation import UserError, check_training, check_workdir
@@ -49,7 +51,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   plan = prepare(config, workdir)
   os.makedirs(plan.workdir, exist_ok=True)  # Every check has passed: the first thing written.
+  with holding_the_marker(plan.workdir):
+    return _train(plan)
+
+
+@contextlib.contextmanager
+def holding_the_marker(workdir: str):
+  """Process 0 marks WORKDIR as trained by this job (WORKDIR/running.json) while inside; a crash leaves it stale."""
+  marker = None
+  if jax.process_index() == 0:
+    marker = running_marker.claim(workdir, {'processes': jax.process_count(), 'devices': jax.device_count()})
+  try:
+    yield
+  finally:
+    if marker is not None:
+      marker.release()
+
+
+def _train(plan: 'Plan') -> dict:
+  config = plan.config
   checkpoints = checkpointing.Checkpoints(plan.workdir, config.keep_checkpoints)
+  watchdog.current().checkpoints = checkpoints.directory  # Named when a fault ends the job.
+  fault_injection.at('startup')
   state, meta = restore_or_initialise(plan, checkpoints)
   reporter = reporting.Reporter(plan.workdir, plan.total_steps, config.batch_size, int(state.step))
   try:
@@ -59,6 +82,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       training.run()
     except reporting.TrainingDiverged as e:
       raise record_divergence(e, plan.workdir, checkpoints, meta, session) from None
+    except jax.errors.JaxRuntimeError as e:
+      if jax.process_count() > 1:  # A collective failed: another process was lost. Ends this one in one line.
+        watchdog.current().collective_failed(e)
+      raise
     finally:
       training.stop_requested.restore_handlers()
       checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
@@ -90,6 +117,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   """Every check (config, workdir, dataset, the checkpoint already there, init_from), then the abstract state."""
   task = check_config(config)
   workdir = check_workdir(workdir)
+  # Another job (a relaunch by mistake, processes that did not join) training this workdir: refused.
+  refusal = job_store.decided_by_process_0(f'running/{workdir}', lambda: running_marker.refusal(workdir))
+  if refusal is not None:
+    raise UserError(refusal)
   latest, recorded = run_identity.check_against_checkpoint(config, workdir)
   init_weights = init_from.check(config) if latest is None else None  # A resumed run never reads it.
   task.open_data()

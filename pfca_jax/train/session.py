@@ -6,11 +6,12 @@ evaluation, which then runs first when the run resumes; the step is checkpointed
 `checkpointing.TrainingStopped` raised.
 """
 
+import itertools
 import time
 
 import jax
 
-from pfca_jax.train import checkpointing, optim, reporting, sharding, steps
+from pfca_jax.train import checkpointing, fault_injection, optim, reporting, sharding, steps, watchdog
 
 
 class Training:
@@ -30,6 +31,7 @@ class Training:
     self.non_finite = steps.make_state_check(plan.abstract, plan.shardings, plan.mesh)
     task.build_eval(plan.shardings, plan.mesh)
     self.stop_requested = checkpointing.StopRequest(checkpoints)
+    self.watch = watchdog.current()  # Sees each step dispatched and complete; off while evaluating or saving.
     self.paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
     self._since = time.time()  # Wall time is added to meta['wall_time_s'] at each save.
 
@@ -41,9 +43,14 @@ class Training:
       self.paused = 0.0  # Counted in the first log interval, as its compilation is.
     batches = sharding.prefetch_to_devices(self.plan.task.train_batches(self.start_step),
                                            sharding.batch_sharded(self.plan.mesh))
+    if self.step < self.plan.total_steps:
+      batches = itertools.chain([next(batches)], batches)
+      self.watch.all_ready('first step')  # Every process has its first batch: none waits long in a collective.
     while self.step < self.plan.total_steps:
       self.state, metrics = self.train_step(self.state, next(batches))
       self.step += 1
+      self.watch.dispatched(self.step, jax.tree.leaves(metrics)[0])
+      fault_injection.at('step', self.step)
       self.after_step(metrics)
     if not self.final:  # Resumed a finished run: report its metrics again.
       self.evaluate(self.step)
@@ -70,7 +77,10 @@ class Training:
     # With several processes the stop is agreed on between steps only (`StopRequest`): an evaluation
     # runs to its end there.
     stop = (lambda: self.stop_requested(step)) if jax.process_count() == 1 else None
-    self.final = self.plan.task.evaluate(self.state, step, self.reporter, stop=stop)
+    with self.watch.paused():
+      self.watch.all_ready(f'evaluation of step {step}')
+      fault_injection.at('eval', step)
+      self.final = self.plan.task.evaluate(self.state, step, self.reporter, stop=stop)
     self.meta['best'] = best_of(self.meta['best'], self.final)
     self.paused += time.perf_counter() - t0
 
@@ -87,13 +97,15 @@ class Training:
     return True
 
   def save(self) -> None:
-    self.reporter.check_finite()  # Never save a state that has already diverged...
-    bad = self.non_finite(self.state)  # ...nor one that an update has just overflowed.
-    if bad is not None:
-      raise reporting.TrainingDiverged(f'{bad} is not finite after step {self.step}: training stopped', self.step)
-    self.meta['wall_time_s'] += self.seconds_since_save()
-    self._since = time.time()
-    self.checkpoints.save(self.step, self.state, dict(self.meta, step=self.step))
+    with self.watch.paused():  # Its first state check compiles, and a blocking save may be long: both healthy.
+      self.reporter.check_finite()  # Never save a state that has already diverged...
+      bad = self.non_finite(self.state)  # ...nor one that an update has just overflowed.
+      if bad is not None:
+        raise reporting.TrainingDiverged(f'{bad} is not finite after step {self.step}: training stopped', self.step)
+      self.meta['wall_time_s'] += self.seconds_since_save()
+      self._since = time.time()
+      self.checkpoints.save(self.step, self.state, dict(self.meta, step=self.step))
+    fault_injection.at('save', self.step)
 
   def seconds_since_save(self) -> float:
     return time.time() - self._since
