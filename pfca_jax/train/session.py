@@ -44,8 +44,14 @@ class Training:
     batches = sharding.prefetch_to_devices(self.plan.task.train_batches(self.start_step),
                                            sharding.batch_sharded(self.plan.mesh))
     if self.step < self.plan.total_steps:
-      batches = itertools.chain([next(batches)], batches)
-      self.watch.all_ready('first step')  # Every process has its first batch: none waits long in a collective.
+      first = next(batches)
+      batches = itertools.chain([first], batches)
+      if jax.process_count() > 1:
+        # Compiled here, then every process waits for the others: the first step then starts everywhere at
+        # once, whatever each process's input start-up and compilation took. CPU collectives (gloo) give
+        # up on a process more than 30 s late.
+        self.train_step = self.train_step.lower(self.state, first).compile()
+        self.watch.all_ready('first step')
     while self.step < self.plan.total_steps:
       self.state, metrics = self.train_step(self.state, next(batches))
       self.step += 1
