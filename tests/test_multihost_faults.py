@@ -173,11 +173,12 @@ def test_lost_preempted_and_stuck_processes_end_the_job_and_every_rerun_resumes_
 
 @pytest.mark.slow
 def test_a_second_job_on_a_live_jobs_workdir_is_refused_in_one_line(tmp_path):
-  setup = faults.Setup(str(tmp_path), os.environ['JAX_COMPILATION_CACHE_DIR'], steps=40, processes=1, devices=1,
+  setup = faults.Setup(str(tmp_path), os.environ['JAX_COMPILATION_CACHE_DIR'], steps=8, processes=1, devices=1,
                        xla_flags=COMPILE_QUICKLY)
   setup.prepare_data()
   workdir = str(tmp_path / 'run')
-  first = faults.Job(setup, workdir)
+  # The first job stays at step 2 (alive, not stepping: it printed step 1) until it is killed.
+  first = faults.Job(setup, workdir, env_of=lambda i: {'PFCA_JAX_FAULT': '0:step:2:stall:600'})
   wait_for_step(first, 1)
   before = sorted(os.listdir(workdir))
   second = faults.Job(setup, workdir)
