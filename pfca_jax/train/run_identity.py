@@ -9,14 +9,20 @@ hyperparameters, schedule, weight decay, seed, and any field added later), excep
 optimiser or schedule the run did not use (`READ_ONLY_BY`), and the length (`LENGTH_FIELDS`), which may
 change where the learning rate of every step already taken stays the same.
 A mismatch is refused with one line per field; nothing in the workdir is touched.
+
+The number of processes and devices is no part of the config: a run continues on any count over which
+its global batch splits (`sharding.check_batch_size`) and that keeps its steps per epoch
+(`check_process_count`), so that its epochs and learning-rate schedule stay where they were.
 """
 
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 
+from pfca_jax import data
 from pfca_jax.data import SYNTHETIC
 from pfca_jax.train import checkpointing, config_defaults, optim
 from pfca_jax.errors import UserError
@@ -38,11 +44,15 @@ MAY_CHANGE_ON_RESUME = {
     'model.attention_impl': 'fast or reference layers: the same parameters and function (tested equal)',
     'model.conv_impl': 'how convolutions are lowered: the same parameters and function, another kernel',
     'init_from': 'read only when a run starts at step 0; a resumed run continues from its own checkpoint',
+    'peer_timeout_s': 'how long a silent process is waited for before the job ends; no step depends on it',
+    'step_timeout_s': 'how long a process may go without a step before the job ends; no step depends on it',
+    'join_timeout_s': 'how long the processes wait for each other at the start; no step depends on it',
 }
 
 # Fields added after runs were first recorded -> the value that gives what those runs did, which a
 # record without the field is read as.
-ADDED_LATER = {'ema_decay': 0.0, 'init_from': ''}
+ADDED_LATER = {'ema_decay': 0.0, 'init_from': '', 'peer_timeout_s': 30.0, 'step_timeout_s': 600.0,
+               'join_timeout_s': 300}
 
 # Field -> (setting, choice): an optimiser's or schedule's field, carried only by configs whose `setting`
 # is `choice`. Runs recorded while every config carried them all are read without those their optimiser
@@ -180,6 +190,36 @@ def check_resume(latest: tuple[int, dict], recorded: dict, config: ml_collection
   """Once the dataset is open: the training split's size and the length against the latest checkpoint."""
   step, meta = latest
   if meta.get('steps_per_epoch', steps_per_epoch) != steps_per_epoch:
+    check_process_count(meta, config, steps_per_epoch, where)
     refuse([f'steps_per_epoch: checkpoint {meta["steps_per_epoch"]}, this run {steps_per_epoch} (the training '
             f'split {config.train_split!r} of {config.dataset!r} holds another number of examples here)'], where)
   check_length(recorded, config, step, steps_per_epoch, where)
+
+
+def check_process_count(meta: dict, config: ml_collections.ConfigDict, steps_per_epoch: int, where: str) -> None:
+  """Refuses in one line a process count that changes the run's steps per epoch, naming the counts that keep it.
+
+  A process reads whole batches of its own share (N // process_count examples or images), so for some
+  sizes the epoch is a step shorter or longer on another number of processes; that would move the
+  epochs the data and the learning-rate schedule follow. Does nothing when the process count is not
+  the cause (then the split itself changed).
+  """
+  sessions = meta.get('sessions') or [{}]
+  before, now, recorded = sessions[-1].get('process_count'), jax.process_count(), meta['steps_per_epoch']
+  if before is None or before == now:
+    return
+  pipe = data.pipeline(config)
+  info = pipe.dataset_info(config)
+
+  def epoch_length(count: int) -> int | None:
+    try:
+      return pipe.steps_per_epoch(info, config, process_count=count)
+    except UserError:  # A share smaller than one batch, or a batch that does not split over `count`.
+      return None
+
+  if epoch_length(before) != recorded:
+    return
+  fits = [n for n in range(1, config.batch_size + 1) if config.batch_size % n == 0 and epoch_length(n) == recorded]
+  raise UserError(f'the run in {where} cannot continue on {now} process(es): its epochs are {recorded} steps (it '
+                  f'was trained on {before}) and would be {steps_per_epoch} there, which would move its epochs and '
+                  f'learning-rate schedule; process counts that continue it: {", ".join(map(str, fits))}')

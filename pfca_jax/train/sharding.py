@@ -33,11 +33,19 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(name: str, global_batch: int) -> None:
-  """The global batch must split evenly over devices (and so over processes)."""
+  """The global batch must split evenly over devices (and so over processes).
+
+  A resumed run keeps its global batch (`run_identity`), so the message also names the device counts
+  that can continue it; a new run may take another batch instead.
+  """
   devices = jax.device_count()
   if global_batch < 1 or global_batch % devices:
+    fits = [str(n) for n in range(1, global_batch + 1) if global_batch % n == 0]
     raise UserError(f'{name}={global_batch} is not a positive multiple of the device count {devices} '
-                     f'({jax.process_count()} process(es)); use e.g. {name}={max(1, global_batch // devices) * devices}')
+                    f'({jax.process_count()} process(es))'
+                    + (f'; it splits over {", ".join(fits)} device(s), the counts that can continue a run of '
+                       'this batch' if fits else '')
+                    + f'; for a new run use e.g. {name}={max(1, global_batch // devices) * devices}')
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
