@@ -25,6 +25,7 @@ Tasks, offline and small enough for a 2-core CPU:
 Every process shares one persistent compilation cache under the workroot.
 """
 
+import importlib.util
 import json
 import os
 import socket
@@ -170,14 +171,15 @@ def measure(task: str, seeds: int, steps: int, workroot: str, cache_dir: str) ->
 
 
 def provenance() -> dict:
-  def git(*args):  # --no-optional-locks: reading the tree's state must not write its index.
-    return subprocess.run(['git', '--no-optional-locks', *args], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
-  with open('/proc/cpuinfo') as f:
-    model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), 'unknown CPU')
-  changed = ' with uncommitted changes' if git('status', '--porcelain') else ''
-  return {'date': time.strftime('%Y-%m-%d %H:%M %Z'), 'machine': f'{os.cpu_count()} x {model}',
-          'commit': git('rev-parse', '--short', 'HEAD') + changed}
+  """kill_resume's record of the machine and code, dated to the minute: a measurement here spans hours."""
+  return dict(_kill_resume().provenance(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
+
+
+def _kill_resume():
+  spec = importlib.util.spec_from_file_location('kill_resume', os.path.join(REPO, 'experiments', 'kill_resume.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def markdown(report: dict) -> str:
