@@ -8,7 +8,7 @@
 1. run: `python -m pfca_jax.main` for --steps steps (ResNet-50: batch 256 at 224 px; MSRResNet x4: batch
    128 of 128 px HR patches), a checkpoint half-way and at the end, an evaluation at the end. The
    trainer's images/s is results.json's train_images_per_sec (median of the log intervals after the
-   first, evaluation and saving excluded).
+   first, over their steps and waits for input); its time_breakdown and goodput are kept too.
 2. kill/resume: the same command in a new workdir, SIGKILLed (its whole process group) once the
    half-way checkpoint is on disk and a log interval later, then rerun to the end: its final checkpoint
    (parameters, optimiser state, BatchNorm statistics, step) must equal run 1's bit for bit.
@@ -139,7 +139,8 @@ def check_network(network: str, size: str, steps: int, out: str, deadline: Deadl
   if run['returncode'] != 0:
     return row
   done = results(first)
-  row.update(trainer_images_per_sec=done['train_images_per_sec'], final=done['final'], params=done['params'])
+  row.update(trainer_images_per_sec=done['train_images_per_sec'], final=done['final'], params=done['params'],
+             time_breakdown=done.get('time_breakdown'), goodput=done.get('goodput'))
 
   half, log_every = steps // 2, max(1, steps // 12)
   checkpoint = os.path.join(second, 'checkpoints', str(half))

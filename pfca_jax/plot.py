@@ -50,7 +50,7 @@ _COUNTS = ('/examples', '/images')  # Sizes of the evaluation sets, not scores: 
 _FRACTIONS = ('top1', 'top5', 'accuracy')  # Stored as 0..1, shown as percentages.
 _PRETTY = {'top1': 'top-1 accuracy', 'top5': 'top-5 accuracy', 'psnr_y': 'PSNR-Y (dB)',
            'psnr_rgb': 'PSNR-RGB (dB)', 'ssim_y': 'SSIM-Y', 'lr': 'learning rate', 'grad_norm': 'gradient norm',
-           'images_per_sec': 'images/s'}
+           'images_per_sec': 'images/s', 'input_wait_share': 'share of time waiting for input'}
 _LINESTYLES = ('-', '--', ':', '-.')
 
 

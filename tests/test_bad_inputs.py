@@ -87,6 +87,10 @@ CASES = [
     main_case('zero_learning_rate', '--config.base_learning_rate=0', 'base_learning_rate=0.0', '> 0'),
     main_case('negative_learning_rate', '--config.base_learning_rate=-0.1', 'base_learning_rate=-0.1', '> 0'),
     main_case('momentum_out_of_range', '--config.momentum=1.5', 'momentum=1.5', '[0, 1)'),
+    main_case('profile_not_a_range', '--config.profile_steps=5', "profile_steps='5'", 'START:END', "'10:15'"),
+    main_case('profile_outside_the_run', '--config.dataset=synthetic --config.num_train_steps=20 '
+              '--config.profile_steps=10:30', "profile_steps='10:30'", 'outside the steps this session trains (0:20)',
+              paths=('single',)),
     # Names: model, attention and its options, dataset, optimiser, schedule, scale.
     main_case('unknown_model', '--config.model.name=resnet9', "'resnet9'", 'valid: resnet18'),
     main_case('unknown_attention', '--config.model.attention=cbam', "'cbam'", 'valid: none, pfca, se, eca, simam',

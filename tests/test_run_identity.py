@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import jax
 import ml_collections
@@ -80,10 +81,16 @@ def test_declared_changes_and_a_longer_step_schedule_resume_and_train_on(trained
   shutil.copytree(trained, workdir)
   changed = tiny_cifar(num_train_steps=4, log_every_steps=1, eval_every_steps=4, checkpoint_every_steps=4,
                        keep_checkpoints=2, eval_batch_size=8, data_dir=str(tmp_path / 'elsewhere'))
+  started = time.perf_counter()
   train.train_and_evaluate(changed, workdir)
+  took = time.perf_counter() - started
   results = json.load(open(os.path.join(workdir, 'results.json')))
   assert results['steps'] == 4 and results['config']['eval_batch_size'] == 8
   assert [s['start_step'] for s in results['sessions']] == [0, 2]
+  # Each session keeps its own time breakdown; this one covers the time since it resumed.
+  first, resumed = (session['time'] for session in results['sessions'])
+  assert first['time_breakdown'] != resumed['time_breakdown'] == results['time_breakdown']
+  assert resumed['wall_s'] <= took and sum(first['time_breakdown'].values()) == pytest.approx(1.0, abs=0.01)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['log_every_steps'] == 1
@@ -181,7 +188,7 @@ def test_a_checkpoint_without_a_recorded_config_is_judged_by_config_json(tmp_pat
 def test_results_and_config_say_what_produced_them(trained):
   results = json.load(open(os.path.join(trained, 'results.json')))
   record = results['provenance']
-  assert record == results['sessions'][-1] and record['start_step'] == 0
+  assert dict(record, time=results['sessions'][-1]['time']) == results['sessions'][-1] and record['start_step'] == 0
   assert json.load(open(os.path.join(trained, 'config.json')))['provenance'] == record
   head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True)
   status = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, capture_output=True, text=True)

@@ -14,7 +14,7 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader
 
 from conftest import REPO
-from pfca_jax.train import reporting
+from pfca_jax.train import reporting, time_breakdown
 
 
 def read(logdir):
@@ -34,7 +34,12 @@ def test_reporter_writes_scalars_images_and_config_text(tmp_path, capsys, monkey
   for step, loss in ((1, 1.5), (2, 0.5)):  # Device scalars, as the train step returns them.
     reporter.add_train(step, {'loss': jnp.float32(loss), 'accuracy': jnp.float32(step / 4), 'lr': jnp.float32(0.1),
                               'grad_norm': jnp.float32(2.0)})
-  reporter.flush_train(2)
+  # 0.5 s stepping and 0.5 s waiting for input: 4 images over 1 s of training, half of it waiting; the rest
+  # of the interval is not training.
+  lap = {'startup': 0.0, 'compile': 2.0, 'train_step': 0.5, 'input': 0.5, 'eval': 3.0, 'checkpoint': 1.0,
+         'other': 0.25}
+  assert set(lap) == set(time_breakdown.CATEGORIES)
+  reporter.write_train(2, reporter.fetch_train(), lap)
   reporter.write_eval(2, 'test', {'top1': np.float32(0.5), 'examples': 40}, seconds=1.0)
   image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
   reporter.write_image(2, 'samples/set/img', image)
@@ -45,7 +50,10 @@ def test_reporter_writes_scalars_images_and_config_text(tmp_path, capsys, monkey
   assert first.file_version == 'brain.Event:2'
   logs = read(tmp_path)
   assert set(logs.Tags()['scalars']) == {'train/loss', 'train/accuracy', 'train/lr', 'train/grad_norm',
-                                         'train/images_per_sec', 'eval/test/top1', 'eval/test/examples'}
+                                         'train/images_per_sec', 'train/input_wait_share', 'eval/test/top1',
+                                         'eval/test/examples'}
+  assert [(e.step, e.value) for e in logs.Scalars('train/images_per_sec')] == [(2, 4.0)]
+  assert [(e.step, e.value) for e in logs.Scalars('train/input_wait_share')] == [(2, 0.5)]
   assert [(e.step, e.value) for e in logs.Scalars('train/loss')] == [(2, 1.0)]  # The mean of the interval.
   assert [(e.step, e.value) for e in logs.Scalars('train/accuracy')] == [(2, 0.375)]
   assert [(e.step, e.value) for e in logs.Scalars('eval/test/top1')] == [(2, 0.5)]
@@ -57,7 +65,7 @@ def test_reporter_writes_scalars_images_and_config_text(tmp_path, capsys, monkey
   (text,) = logs.Tensors('config/text_summary')
   assert text.step == 0 and text.tensor_proto.string_val == [b'    {\n      "seed": 0\n    }']
   assert logs.summary_metadata['config/text_summary'].plugin_data.plugin_name == 'text'
-  assert 'step 2/4 | loss 1.0000 | acc 0.3750' in capsys.readouterr().out
+  assert 'step 2/4 | loss 1.0000 | acc 0.3750 | lr 0.1 | 4.0 img/s | input 50% | ETA 0m01s' in capsys.readouterr().out
 
 
 def test_writers_started_in_the_same_second_keep_a_file_each(tmp_path):
@@ -87,7 +95,7 @@ FAKE_TORCH = "import sys; sys.stderr.write('the fake torch was imported\\n')"
 
 WRITE_WITHOUT_TORCH = '''
 import sys
-from pfca_jax.train import reporting
+from pfca_jax.train import reporting, time_breakdown
 reporting.summary_writer(sys.argv[1]).close()
 print(sorted(name for name in ('torch', 'tensorflow') if name in sys.modules))
 import torch  # Importable once the writer exists: torch is hidden only while tensorboardX is imported.

@@ -13,6 +13,12 @@
     reporting.py        console lines, TensorBoard, the NaN/Inf stop, JSON records
     metrics_log.py      WORKDIR/metrics.jsonl: appended line by line, read past lines torn by a kill
     progress.py         a progress bar on a terminal, plain lines in a log
+    time_breakdown.py   where a session's time goes (start-up, compilation, steps, input, evaluation, saves)
+    profiling.py        config.profile_steps: a jax.profiler trace of some training steps
+    watchdog.py         several processes: a lost or stuck process ends the job (job_store.py: their store)
+    running_marker.py   WORKDIR/running.json: a second job on a live run's workdir is refused
+    init_from.py        config.init_from: start from other weights (a run, a converted folder, a .pth)
+    fault_injection.py  test-only faults: a kill or stall at a chosen moment, a slow input pipeline
     provenance.py       the code, libraries, devices and command behind a result
     config_defaults.py  every config field, commented, with its default
     validation.py       the config and workdir checks made before anything compiles (the model is built

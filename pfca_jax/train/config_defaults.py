@@ -71,6 +71,9 @@ def _shared(task: str) -> ml_collections.ConfigDict:
   c.peer_timeout_s = 30.0
   c.step_timeout_s = 600.0
   c.join_timeout_s = 300
+  # 'START:END': a jax.profiler trace of the training steps after START up to END, written by process 0
+  # under WORKDIR/plugins/profile/ (docs/training.md, "Where the time goes"); empty: none.
+  c.profile_steps = ''
   c.seed = 0                          # Initialisation, shuffling and augmentation.
   # Comma-separated attentions to train one after another with this config, each in WORKDIR/<attention>,
   # followed by a side-by-side table (WORKDIR/comparison.md); empty: one run of model.attention in WORKDIR.

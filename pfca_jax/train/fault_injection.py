@@ -9,6 +9,10 @@ SIGKILL SECONDS later, from a timer, so that the kill lands inside the phase; `s
 in the training loop's thread, the case of a process alive (its threads and heartbeat still run) that
 stops stepping. The multi-process fault trials (tests/test_multihost_faults.py,
 experiments/multihost_faults.py) drive it; nothing else reads it.
+
+    PFCA_JAX_INPUT_DELAY_S=SECONDS
+
+A slow input pipeline: every training batch comes SECONDS later (tests/test_time_breakdown.py).
 """
 
 import os
@@ -34,3 +38,17 @@ def at(phase: str, step: int = 0) -> None:
     time.sleep(float(seconds))
   else:
     raise ValueError(f'PFCA_JAX_FAULT={_SPEC!r}: the action must be kill or stall')
+
+
+def slowed(batches):
+  """The training batches, each after a sleep of PFCA_JAX_INPUT_DELAY_S seconds when it is set."""
+  delay = float(os.environ.get('PFCA_JAX_INPUT_DELAY_S') or 0)
+  if not delay:
+    return batches
+  return _delayed(batches, delay)
+
+
+def _delayed(batches, delay: float):
+  for batch in batches:
+    time.sleep(delay)
+    yield batch

@@ -20,8 +20,9 @@ import optax
 from pfca_jax import data, models
 from pfca_jax.tasks import classification, super_resolution
 from pfca_jax.tasks.base import Task
-from pfca_jax.train import (checkpointing, fault_injection, init_from, job_store, optim, provenance, reporting,
-                            run_identity, running_marker, sharding, train_state, watchdog)
+from pfca_jax.train import (checkpointing, fault_injection, init_from, job_store, optim, profiling, provenance,
+                            reporting, run_identity, running_marker, sharding, time_breakdown, train_state,
+                            watchdog)
 from pfca_jax.train.results import write_results
 from pfca_jax.train.session import Training
 from pfca_jax.train.validation import UserError, check_training, check_workdir
@@ -38,6 +39,7 @@ def check_config(config: ml_collections.ConfigDict) -> Task:
   task = TASKS[config.task](config)
   check_training(config)
   sharding.check_batch_size('batch_size', config.batch_size)
+  profiling.parse(config.profile_steps)  # Its range is checked against the run's steps once they are known.
   return task
 
 
@@ -49,10 +51,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   reporting.TrainingDiverged on a non-finite loss, gradient norm or state (results.json then says
   "status": "diverged"), and checkpointing.CheckpointSaveFailed when a checkpoint cannot be written.
   """
-  plan = prepare(config, workdir)
-  os.makedirs(plan.workdir, exist_ok=True)  # Every check has passed: the first thing written.
-  with holding_the_marker(plan.workdir):
-    return _train(plan)
+  clock = time_breakdown.Clock()  # Charges start-up from here.
+  try:
+    plan = prepare(config, workdir)
+    os.makedirs(plan.workdir, exist_ok=True)  # Every check has passed: the first thing written.
+    with holding_the_marker(plan.workdir):
+      return _train(plan, clock)
+  finally:
+    clock.close()
 
 
 @contextlib.contextmanager
@@ -68,7 +74,7 @@ def holding_the_marker(workdir: str):
       marker.release()
 
 
-def _train(plan: 'Plan') -> dict:
+def _train(plan: 'Plan', clock: time_breakdown.Clock) -> dict:
   config = plan.config
   checkpoints = checkpointing.Checkpoints(plan.workdir, config.keep_checkpoints)
   watchdog.current().checkpoints = checkpoints.directory  # Named when a fault ends the job.
@@ -77,7 +83,7 @@ def _train(plan: 'Plan') -> dict:
   reporter = reporting.Reporter(plan.workdir, plan.total_steps, config.batch_size, int(state.step))
   try:
     session = announce(plan, state, meta, reporter)
-    training = Training(plan, state, meta, reporter, checkpoints)
+    training = Training(plan, state, meta, reporter, checkpoints, clock)
     try:
       training.run()
     except reporting.TrainingDiverged as e:
@@ -88,10 +94,11 @@ def _train(plan: 'Plan') -> dict:
       raise
     finally:
       training.stop_requested.restore_handlers()
-      checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
+      with clock.charge('checkpoint'):
+        checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
+    record_completion(plan, training, session, reporter, clock.summary())
   finally:
     reporter.close()  # ...and the logs are flushed all the same.
-  record_completion(plan, training, session, reporter)
   return training.final
 
 
@@ -128,6 +135,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   if latest is not None:
     run_identity.check_resume(latest, recorded, config, steps_per_epoch, workdir)
   total_steps = optim.training_length(config, steps_per_epoch)
+  profiling.check(config.profile_steps, latest[0] if latest else 0, total_steps)
   mesh = sharding.create_mesh()
   schedule = optim.create_schedule(config, steps_per_epoch, total_steps)
   tx = optim.create_optimizer(config, schedule)
@@ -201,13 +209,21 @@ def start_line(config, num_params: int, steps_per_epoch: int, total_steps: int, 
   return line
 
 
-def record_completion(plan: Plan, training: Training, session: dict, reporter: reporting.Reporter) -> None:
-  """Writes results.json for a run trained to its end: final and best metrics, size, length, time and speed."""
+def record_completion(plan: Plan, training: Training, session: dict, reporter: reporting.Reporter,
+                      time_spent: dict) -> None:
+  """Writes results.json for a run trained to its end: final and best metrics, size, length, time and speed.
+
+  time_spent: this session's `time_breakdown.Clock.summary()`, printed as a table, recorded as the
+  session's 'time' and its shares given at the top level.
+  """
   meta = training.meta
+  session['time'] = time_spent
+  reporter.print(time_breakdown.table(time_spent))
   outcome = dict(final=training.final, params=models.count_params(training.state.params), steps=training.step,
                  wall_time_s=meta['wall_time_s'] + training.seconds_since_save(),
                  train_images_per_sec=reporter.train_images_per_sec(), devices=jax.device_count(),
-                 processes=jax.process_count())
+                 processes=jax.process_count(), time_breakdown=time_spent['time_breakdown'],
+                 goodput=time_spent['goodput'])
   if 'initialised_from' in meta:
     outcome['initialised_from'] = meta['initialised_from']
   write_results(plan.workdir, meta, session, 'completed', **outcome, **plan.task.results_extra())

@@ -65,7 +65,6 @@ class Reporter:
     self.global_batch = global_batch
     self._pending = []
     self._last_step = start_step
-    self._last_time = time.perf_counter()
     self.images_per_sec = float('nan')
     self.rates = []  # images/s of each log interval, the first one (compilation) included.
     # On a terminal, a bar over the steps; elsewhere the log lines below are the progress.
@@ -113,28 +112,38 @@ class Reporter:
           raise TrainingDiverged(f'{name} is {value} at step {step}: training stopped', step)
     return fetched
 
-  def flush_train(self, step: int, pause_seconds: float = 0.0) -> dict:
-    """Checks and averages the pending metrics, writes train/* scalars, prints one line."""
+  def fetch_train(self) -> list:
+    """The pending metrics, fetched (the host waits here for the steps to run) and checked; then forgotten."""
     fetched = self.check_finite()
     self._pending = []
+    return fetched
+
+  def write_train(self, step: int, fetched: list, lap: dict) -> dict:
+    """Averages fetched metrics, writes train/* scalars, prints one line.
+
+    lap: seconds per `time_breakdown` category since the last log line. Images/s and the ETA count the
+    time spent training: the steps and the waits for input (compilation, evaluations, checkpoint saves
+    and logging left out); `input N%` is the share of that time the device waited for input.
+    """
     if not fetched:
       return {}
-    now = time.perf_counter()
-    elapsed = now - self._last_time - pause_seconds
+    elapsed = lap['train_step'] + lap['input']
     steps = step - self._last_step
     self.images_per_sec = steps * self.global_batch / elapsed if elapsed > 0 else float('nan')
     if math.isfinite(self.images_per_sec):
       self.rates.append(self.images_per_sec)
-    self._last_step, self._last_time = step, now
+    self._last_step = step
+    input_share = lap['input'] / elapsed if elapsed > 0 else 0.0
     means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
     scalars = {f'train/{k}': v for k, v in means.items()}
     scalars['train/images_per_sec'] = self.images_per_sec
+    scalars['train/input_wait_share'] = input_share
     self.write_scalars(step, scalars)
     eta = (self.total_steps - step) * elapsed / steps if steps else 0.0
     task_metrics = ''.join(f' | {"acc" if k == "accuracy" else k} {v:.4f}' for k, v in means.items()
                            if k not in ('loss', 'lr', 'grad_norm'))
     self.print(f'step {step}/{self.total_steps} | loss {means["loss"]:.4f}{task_metrics} | lr {means["lr"]:.3g} '
-               f'| {self.images_per_sec:,.1f} img/s | ETA {progress.duration(eta)}')
+               f'| {self.images_per_sec:,.1f} img/s | input {100 * input_share:.0f}% | ETA {progress.duration(eta)}')
     return means
 
   def write_eval(self, step: int, split: str, metrics: dict, seconds: float) -> None:

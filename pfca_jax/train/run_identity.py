@@ -47,12 +47,13 @@ MAY_CHANGE_ON_RESUME = {
     'peer_timeout_s': 'how long a silent process is waited for before the job ends; no step depends on it',
     'step_timeout_s': 'how long a process may go without a step before the job ends; no step depends on it',
     'join_timeout_s': 'how long the processes wait for each other at the start; no step depends on it',
+    'profile_steps': 'a profiler trace of some steps reads the run and changes nothing it computes (tested)',
 }
 
 # Fields added after runs were first recorded -> the value that gives what those runs did, which a
 # record without the field is read as.
 ADDED_LATER = {'ema_decay': 0.0, 'init_from': '', 'peer_timeout_s': 30.0, 'step_timeout_s': 600.0,
-               'join_timeout_s': 300}
+               'join_timeout_s': 300, 'profile_steps': ''}
 
 # Field -> (setting, choice): an optimiser's or schedule's field, carried only by configs whose `setting`
 # is `choice`. Runs recorded while every config carried them all are read without those their optimiser

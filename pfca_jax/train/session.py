@@ -11,17 +11,18 @@ import time
 
 import jax
 
-from pfca_jax.train import checkpointing, fault_injection, optim, reporting, sharding, steps, watchdog
+from pfca_jax.train import checkpointing, fault_injection, optim, profiling, reporting, sharding, steps, watchdog
 
 
 class Training:
   """The loop of one session of a run: train steps, and between them evaluations, checkpoints and the stop."""
 
   def __init__(self, plan, state, meta: dict, reporter: reporting.Reporter,
-               checkpoints: checkpointing.Checkpoints):
-    """plan: the run's `loop.Plan`; state and meta: restored or new."""
+               checkpoints: checkpointing.Checkpoints, clock):
+    """plan: the run's `loop.Plan`; state and meta: restored or new; clock: the session's `time_breakdown.Clock`."""
     config, task = plan.config, plan.task
     self.plan, self.state, self.meta, self.reporter, self.checkpoints = plan, state, meta, reporter, checkpoints
+    self.clock = clock
     self.step = self.start_step = int(state.step)
     self.final = {}  # The metrics of the last evaluation.
     self.eval_every = optim.interval_steps(config, 'eval_every', plan.steps_per_epoch)
@@ -32,7 +33,7 @@ class Training:
     task.build_eval(plan.shardings, plan.mesh)
     self.stop_requested = checkpointing.StopRequest(checkpoints)
     self.watch = watchdog.current()  # Sees each step dispatched and complete; off while evaluating or saving.
-    self.paused = 0.0  # Seconds spent evaluating since the last log line: not training throughput.
+    self.profile = profiling.StepProfile(config.profile_steps, plan.workdir, clock, reporter.print)
     self._since = time.time()  # Wall time is added to meta['wall_time_s'] at each save.
 
   def run(self) -> None:
@@ -40,8 +41,7 @@ class Training:
     # The step whose evaluation a stop request interrupted: it runs first on resuming.
     if self.meta.pop('pending_eval', None) == self.start_step:
       self.evaluate(self.step)
-      self.paused = 0.0  # Counted in the first log interval, as its compilation is.
-    batches = sharding.prefetch_to_devices(self.plan.task.train_batches(self.start_step),
+    batches = sharding.prefetch_to_devices(fault_injection.slowed(self.plan.task.train_batches(self.start_step)),
                                            sharding.batch_sharded(self.plan.mesh))
     if self.step < self.plan.total_steps:
       first = next(batches)
@@ -52,12 +52,21 @@ class Training:
         # up on a process more than 30 s late.
         self.train_step = self.train_step.lower(self.state, first).compile()
         self.watch.all_ready('first step')
-    while self.step < self.plan.total_steps:
-      self.state, metrics = self.train_step(self.state, next(batches))
-      self.step += 1
-      self.watch.dispatched(self.step, jax.tree.leaves(metrics)[0])
-      fault_injection.at('step', self.step)
-      self.after_step(metrics)
+    self.clock.switch('train_step')  # Start-up ends: the first log interval starts here.
+    self.clock.lap()
+    try:
+      while self.step < self.plan.total_steps:
+        with self.profile.step(self.step):
+          self.state, metrics = self.train_step(self.state, self.clock.next_batch(batches))
+        self.step += 1
+        output = jax.tree.leaves(metrics)[0]
+        self.watch.dispatched(self.step, output)
+        self.clock.dispatched(output)
+        self.profile.dispatched(self.step, output)
+        fault_injection.at('step', self.step)
+        self.after_step(metrics)
+    finally:
+      self.profile.stop()
     if not self.final:  # Resumed a finished run: report its metrics again.
       self.evaluate(self.step)
 
@@ -68,8 +77,11 @@ class Training:
     stop = self.stop_requested(step)
     last = step == self.plan.total_steps
     if step % config.log_every_steps == 0 or last or stop:
-      self.reporter.flush_train(step, self.paused)
-      self.paused = 0.0
+      fetched = self.reporter.fetch_train()  # Waits for the device: the steps' time.
+      self.clock.settle_input()
+      lap = self.clock.lap()
+      with self.clock.charge('other'):
+        self.reporter.write_train(step, fetched, lap)
     if step % self.eval_every == 0 or last:
       stop = self.evaluate_unless_stopped(stop)
     if step % self.checkpoint_every == 0 or last or stop:
@@ -79,16 +91,14 @@ class Training:
 
   def evaluate(self, step: int) -> None:
     """Evaluates the state (raising steps.EvaluationStopped when a stop request interrupts it)."""
-    t0 = time.perf_counter()
     # With several processes the stop is agreed on between steps only (`StopRequest`): an evaluation
     # runs to its end there.
     stop = (lambda: self.stop_requested(step)) if jax.process_count() == 1 else None
-    with self.watch.paused():
+    with self.watch.paused(), self.clock.charge('eval'):
       self.watch.all_ready(f'evaluation of step {step}')
       fault_injection.at('eval', step)
       self.final = self.plan.task.evaluate(self.state, step, self.reporter, stop=stop)
     self.meta['best'] = best_of(self.meta['best'], self.final)
-    self.paused += time.perf_counter() - t0
 
   def evaluate_unless_stopped(self, stop: bool) -> bool:
     """The evaluation due at this step, unless a stop request comes before or during it; True when stopping."""
@@ -103,13 +113,15 @@ class Training:
     return True
 
   def save(self) -> None:
-    with self.watch.paused():  # Its first state check compiles, and a blocking save may be long: both healthy.
+    # Its first state check compiles, and a blocking save may be long: both healthy.
+    with self.watch.paused(), self.clock.charge('checkpoint'):
       self.reporter.check_finite()  # Never save a state that has already diverged...
       bad = self.non_finite(self.state)  # ...nor one that an update has just overflowed.
       if bad is not None:
         raise reporting.TrainingDiverged(f'{bad} is not finite after step {self.step}: training stopped', self.step)
       self.meta['wall_time_s'] += self.seconds_since_save()
       self._since = time.time()
+      self.meta['sessions'][-1]['time'] = self.clock.summary()  # A stopped session keeps its breakdown.
       self.checkpoints.save(self.step, self.state, dict(self.meta, step=self.step))
     fault_injection.at('save', self.step)
 
