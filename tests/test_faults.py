@@ -133,6 +133,7 @@ def test_an_update_that_overflows_the_state_is_never_saved(data_dir, tmp_path, m
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['1', '2']
   results = json.load(open(os.path.join(workdir, 'results.json')))
   assert results['status'] == 'diverged' and results['step'] == 3 and results['last_good_checkpoint'] == 2
+  assert sum(results['time_breakdown'].values()) == pytest.approx(1.0, abs=0.01)  # Up to the divergence.
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(checkpointed_state(workdir)))
 
 

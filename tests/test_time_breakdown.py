@@ -144,8 +144,10 @@ def test_a_profile_of_the_steps_asked_for_changes_nothing_trained(plain_run, tmp
   assert glob.glob(os.path.join(folder, '*.xplane.pb'))  # For TensorBoard's profile plugin and XProf.
   with gzip.open(os.path.join(folder, 'perfetto_trace.json.gz')) as f:
     events = json.load(f)['traceEvents']
-  steps = sorted(int(e['args']['step_num']) for e in events if e.get('name') == 'train' and 'args' in e)
-  assert steps == [5, 6]
+  # The two steps, each marked, each with its execution of the train step: its convolutions and the rest.
+  rows = load_repo_module('experiments/trace_summary.py').steps(events)
+  assert [row['step'] for row in rows] == [5, 6]
+  assert all(row['ops'] > 100 and any('conv' in kind for kind in row['by_kind']) for row in rows), rows
   assert_trees_equal(checkpointed_state(str(tmp_path)), checkpointed_state(plain_workdir))
 
 

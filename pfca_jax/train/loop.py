@@ -87,7 +87,7 @@ def _train(plan: 'Plan', clock: time_breakdown.Clock) -> dict:
     try:
       training.run()
     except reporting.TrainingDiverged as e:
-      raise record_divergence(e, plan.workdir, checkpoints, meta, session) from None
+      raise record_divergence(e, plan.workdir, checkpoints, meta, session, clock) from None
     except jax.errors.JaxRuntimeError as e:
       if jax.process_count() > 1:  # A collective failed: another process was lost. Ends this one in one line.
         watchdog.current().collective_failed(e)
@@ -230,13 +230,16 @@ def record_completion(plan: Plan, training: Training, session: dict, reporter: r
 
 
 def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoints: checkpointing.Checkpoints,
-                      meta: dict, session: dict) -> reporting.TrainingDiverged:
+                      meta: dict, session: dict, clock: time_breakdown.Clock) -> reporting.TrainingDiverged:
   """Writes results.json for a diverged run; returns the error naming the last good checkpoint."""
-  checkpoints.close()  # The last good checkpoint complete on disk before it is named.
+  with clock.charge('checkpoint'):
+    checkpoints.close()  # The last good checkpoint complete on disk before it is named.
   last_good = checkpoints.latest_step()
   where = (f'the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
            else 'no checkpoint had been saved yet')
-  write_results(workdir, meta, session, 'diverged', step=error.step, reason=str(error), last_good_checkpoint=last_good)
+  session['time'] = clock.summary()
+  write_results(workdir, meta, session, 'diverged', step=error.step, reason=str(error), last_good_checkpoint=last_good,
+                time_breakdown=session['time']['time_breakdown'], goodput=session['time']['goodput'])
   return reporting.TrainingDiverged(f'{error}; {where}', error.step)
 
 
