@@ -218,8 +218,10 @@ def digits_run(tmp_path_factory):
 @pytest.mark.slow  # 4 + 2 + 1 + 4 JAX processes in turn on 2 cores, and three uninterrupted runs.
 def test_classification_continues_on_4x2_then_2x2_1x1_4x2(digits_run):
   _, _, results, references = digits_run
+  # The loss only: after 12 steps top-1 is near chance (0.12-0.16 of 10 classes), a resume that lost the
+  # state would score the same, and 3 seeds a digit or two apart made its band degenerate (on another CPU
+  # model, which rounds differently, the resumed run scored 0.164 against seeds of 0.122-0.133).
   check_resumed_run(results, references, 'eval/test/loss')
-  check_resumed_run(results, references, 'eval/test/top1')
 
 
 @pytest.mark.slow

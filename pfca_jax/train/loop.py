@@ -94,7 +94,9 @@ def _train(plan: 'Plan', clock: time_breakdown.Clock) -> dict:
       raise
     finally:
       training.stop_requested.restore_handlers()
-      with clock.charge('checkpoint'):
+      # Waits for the last save to be complete on every process: healthy however long, so the watchdog's
+      # step clock stops (its step_timeout_s is for steps).
+      with clock.charge('checkpoint'), watchdog.current().paused():
         checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
     record_completion(plan, training, session, reporter, clock.summary())
   finally:
@@ -232,7 +234,7 @@ def record_completion(plan: Plan, training: Training, session: dict, reporter: r
 def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoints: checkpointing.Checkpoints,
                       meta: dict, session: dict, clock: time_breakdown.Clock) -> reporting.TrainingDiverged:
   """Writes results.json for a diverged run; returns the error naming the last good checkpoint."""
-  with clock.charge('checkpoint'):
+  with clock.charge('checkpoint'), watchdog.current().paused():
     checkpoints.close()  # The last good checkpoint complete on disk before it is named.
   last_good = checkpoints.latest_step()
   where = (f'the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None

@@ -3,7 +3,8 @@
 Train steps are dispatched without waiting and their metrics fetched only at log steps. A stop request
 (SIGTERM, Ctrl-C, a preemption notice) is honoured between steps, or between the batches of an
 evaluation, which then runs first when the run resumes; the step is checkpointed and
-`checkpointing.TrainingStopped` raised.
+`checkpointing.TrainingStopped` raised. The session's `time_breakdown.Clock` is switched to what the
+loop is doing (steps, evaluation, saves, logging); `profiling.StepProfile` traces config.profile_steps.
 """
 
 import itertools
