@@ -49,6 +49,46 @@ def test_warmup_cosine():
   assert float(schedule(110)) < 1e-7
 
 
+def test_cosine_restarts_anneal_each_period_to_lr_min_then_restart_at_the_peak():
+  # BasicSR's CosineAnnealingRestartLR, restart weights 1: within a period of P steps starting at s0,
+  # lr(t) = eta_min + (peak - eta_min) * (1 + cos(pi * (t - s0) / P)) / 2.
+  c = config_defaults.super_resolution(4)
+  c.update(base_learning_rate=2e-4, batch_size=32, lr_reference_batch_size=16, lr_restart_periods=(4, 6),
+           lr_min=1e-7)
+  schedule = optim.create_schedule(c, steps_per_epoch=5, total_steps=10)
+  peak, low = 4e-4, 1e-7  # 2e-4 x 32 / 16.
+  expected = {0: peak, 1: low + (peak - low) * (1 + math.cos(math.pi / 4)) / 2, 2: (peak + low) / 2,
+              3: low + (peak - low) * (1 + math.cos(3 * math.pi / 4)) / 2,
+              4: peak, 7: (peak + low) / 2, 9: low + (peak - low) * (1 + math.cos(5 * math.pi / 6)) / 2, 10: low}
+  np.testing.assert_allclose([float(schedule(t)) for t in expected], list(expected.values()), rtol=1e-5)
+
+
+def test_adam_recipe_takes_its_betas_from_the_config():
+  # Adam by hand (Kingma & Ba, eps 1e-8 outside the root, as PyTorch and BasicSR), with DIV2K's
+  # betas 0.9 / 0.99 and a constant 2e-4; no weight decay in that recipe.
+  c = config_defaults.super_resolution(2)
+  c.schedule = 'constant'
+  tx = optim.create_optimizer(c, optim.create_schedule(c, 10, 10))
+  params = jnp.zeros(2)  # At 0 the float32 parameters hold the 2e-4 steps to 7 digits.
+  state = tx.init(params)
+  m = v = expected = np.zeros(2)
+  for t, grad in enumerate(([1.0, -3.0], [-2.0, 0.5], [0.25, 4.0]), start=1):
+    grad = np.array(grad)
+    m = 0.9 * m + 0.1 * grad
+    v = 0.99 * v + 0.01 * grad ** 2
+    expected = expected - 2e-4 * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-8)
+    updates, state = tx.update(jnp.asarray(grad, jnp.float32), state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(params, expected, rtol=1e-5)
+
+
+def test_l1_loss_is_the_mean_absolute_error():
+  outputs = jnp.array([[[0.5, 1.0], [0.0, 0.25]]])
+  hr = jnp.array([[[0.0, 1.0], [1.0, 0.0]]])
+  loss, metrics = losses.l1_loss(outputs, {'hr': hr})
+  assert float(loss) == pytest.approx((0.5 + 0.0 + 1.0 + 0.25) / 4) and metrics == {}
+
+
 def test_sgd_matches_pytorch_coupled_weight_decay_and_momentum():
   # PyTorch SGD: g += wd * p; buf = m * buf + g; p -= lr * buf (nesterov: p -= lr * (g + m * buf)).
   for nesterov in (False, True):
@@ -93,9 +133,14 @@ def test_topk_and_loss_golden():
   np.testing.assert_array_equal(losses.topk_correct(logits, labels, 1), [0, 0])
   np.testing.assert_array_equal(losses.topk_correct(logits, labels, 2), [1, 0])
   np.testing.assert_array_equal(losses.topk_correct(logits, labels, 3), [1, 1])
-  # Uniform logits: the loss is log C, with or without smoothing.
-  np.testing.assert_allclose(losses.cross_entropy(jnp.zeros((1, 4)), jnp.array([2]), 0.1), [math.log(4)],
-                             rtol=1e-6)
+  # Smoothing 0.1 over 4 classes: targets 0.925 for the label, 0.025 for the others, against the log-softmax
+  # of (2, 0, 0, 0), whose normaliser is log(e^2 + 3).
+  log_z = math.log(math.exp(2.0) + 3.0)
+  smoothed = 0.925 * (log_z - 2.0) + 3 * 0.025 * log_z
+  np.testing.assert_allclose(losses.cross_entropy(jnp.array([[2.0, 0.0, 0.0, 0.0]]), jnp.array([0]), 0.1),
+                             [smoothed], rtol=1e-6)
+  np.testing.assert_allclose(losses.cross_entropy(jnp.array([[2.0, 0.0, 0.0, 0.0]]), jnp.array([0]), 0.0),
+                             [log_z - 2.0], rtol=1e-6)
 
 
 class EncodedPrediction(nn.Module):
