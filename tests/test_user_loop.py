@@ -18,7 +18,11 @@ def test_user_loop_trains_and_reports_a_step_time():
   assert done.stdout.startswith('msrresnet_x4 + pfca (reference), cpu_settings off, batch 1: median ')
 
 
-@pytest.mark.parametrize('flag', ['--model=vgg', '--steps=0', '--attention_impl=quick', '--attention=pcfa'])
-def test_user_loop_refuses_bad_flags(flag):
+@pytest.mark.parametrize('flag, named', [('--model=vgg', "'vgg'"), ('--steps=0', '--steps=0'),
+                                         ('--attention_impl=quick', "'quick'"), ('--attention=pcfa', "'pcfa'")])
+def test_user_loop_refuses_bad_flags(flag, named):
   done = _run(flag, '--cpu_settings=off')
-  assert done.returncode == 2 and 'error:' in done.stderr
+  # One line, naming the value, with nothing after it (JAX may warn on stderr before it).
+  lines = done.stderr.strip().splitlines()
+  assert done.returncode == 2 and done.stdout == '', done.stderr
+  assert [line for line in lines if line.startswith('error:')] == lines[-1:] and named in lines[-1], done.stderr
