@@ -18,7 +18,7 @@ from conftest import REPO
 from test_train_classification import mock_cifar, synchronous_checkpoints, tiny_cifar  # noqa: F401 -- fixtures.
 
 from pfca_jax import train
-from pfca_jax.train import checkpointing, config_defaults, run_identity
+from pfca_jax.train import checkpointing, config_defaults, metrics_log, run_identity
 from pfca_jax.errors import UserError
 
 
@@ -91,6 +91,11 @@ def test_declared_changes_and_a_longer_step_schedule_resume_and_train_on(trained
   first, resumed = (session['time'] for session in results['sessions'])
   assert first['time_breakdown'] != resumed['time_breakdown'] == results['time_breakdown']
   assert resumed['wall_s'] <= took and sum(first['time_breakdown'].values()) == pytest.approx(1.0, abs=0.01)
+  # 'best' is per metric the best evaluation of either session (step 2's, step 4's), as metrics.jsonl logged them.
+  evaluations = [r for r in metrics_log.read(os.path.join(workdir, 'metrics.jsonl')) if 'eval/test/loss' in r]
+  assert [r['step'] for r in evaluations] == [2, 4]
+  assert results['best'] == {'eval/test/loss': min(r['eval/test/loss'] for r in evaluations),
+                             **{f'eval/test/{k}': max(r[f'eval/test/{k}'] for r in evaluations) for k in ('top1', 'top5')}}
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['log_every_steps'] == 1

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from pfca_jax.tasks import classification, losses
-from pfca_jax.train import config_defaults, optim, sharding, steps, train_state
+from pfca_jax.train import config_defaults, optim, session, sharding, steps, train_state
 from pfca_jax.models import resnet
 
 
@@ -125,6 +125,15 @@ def test_durations_in_steps_or_epochs():
   assert optim.interval_steps(c, 'checkpoint_every', 10) == 7
   c.num_train_steps = 3
   assert optim.training_length(c, 10) == 3
+
+
+def test_best_keeps_each_metric_at_its_best_evaluation():
+  earlier = {'eval/test/top1': 0.6, 'eval/test/loss': 1.5, 'eval/test/examples': 40}
+  later = {'eval/test/top1': 0.5, 'eval/test/loss': 1.2, 'eval/test/examples': 40,
+           'eval/set/psnr_y': 30.0, 'eval/set/bicubic_psnr_y': 28.0, 'eval/set/images': 5}
+  # Lower is better for losses, higher for the rest; counts and the bicubic reference are not scores.
+  assert session.best_of(session.best_of({}, earlier), later) == {
+      'eval/test/top1': 0.6, 'eval/test/loss': 1.2, 'eval/set/psnr_y': 30.0}
 
 
 def test_topk_and_loss_golden():
