@@ -215,20 +215,17 @@ def record_completion(plan: Plan, training: Training, session: dict, reporter: r
                       time_spent: dict) -> None:
   """Writes results.json for a run trained to its end: final and best metrics, size, length, time and speed.
 
-  time_spent: this session's `time_breakdown.Clock.summary()`, printed as a table, recorded as the
-  session's 'time' and its shares given at the top level.
+  time_spent: this session's `time_breakdown.Clock.summary()`, printed as a table and recorded.
   """
   meta = training.meta
-  session['time'] = time_spent
   reporter.print(time_breakdown.table(time_spent))
   outcome = dict(final=training.final, params=models.count_params(training.state.params), steps=training.step,
                  wall_time_s=meta['wall_time_s'] + training.seconds_since_save(),
                  train_images_per_sec=reporter.train_images_per_sec(), devices=jax.device_count(),
-                 processes=jax.process_count(), time_breakdown=time_spent['time_breakdown'],
-                 goodput=time_spent['goodput'])
+                 processes=jax.process_count())
   if 'initialised_from' in meta:
     outcome['initialised_from'] = meta['initialised_from']
-  write_results(plan.workdir, meta, session, 'completed', **outcome, **plan.task.results_extra())
+  write_results(plan.workdir, meta, session, 'completed', time_spent, **outcome, **plan.task.results_extra())
 
 
 def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoints: checkpointing.Checkpoints,
@@ -239,9 +236,8 @@ def record_divergence(error: reporting.TrainingDiverged, workdir: str, checkpoin
   last_good = checkpoints.latest_step()
   where = (f'the last good checkpoint is step {last_good} in {checkpoints.directory}' if last_good is not None
            else 'no checkpoint had been saved yet')
-  session['time'] = clock.summary()
-  write_results(workdir, meta, session, 'diverged', step=error.step, reason=str(error), last_good_checkpoint=last_good,
-                time_breakdown=session['time']['time_breakdown'], goodput=session['time']['goodput'])
+  write_results(workdir, meta, session, 'diverged', clock.summary(), step=error.step, reason=str(error),
+                last_good_checkpoint=last_good)
   return reporting.TrainingDiverged(f'{error}; {where}', error.step)
 
 

@@ -66,7 +66,7 @@ class Reporter:
     self._pending = []
     self._last_step = start_step
     self.images_per_sec = float('nan')
-    self.rates = []  # images/s of each log interval, the first one (compilation) included.
+    self.rates = []  # images/s of each log interval, the first one (the first executions) included.
     # On a terminal, a bar over the steps; elsewhere the log lines below are the progress.
     self.progress = progress.Progress(total_steps, 'train', 'step', initial=start_step, interval=None,
                                       enabled=self.is_main)
@@ -98,7 +98,7 @@ class Reporter:
     self.progress.update(1)
 
   def train_images_per_sec(self) -> float | None:
-    """Median training throughput over the log intervals after the first (which includes compilation)."""
+    """Median training throughput over the log intervals after the first (whose steps run for the first time)."""
     rates = self.rates[1:] or self.rates
     return float(np.median(rates)) if rates else None
 

@@ -100,8 +100,8 @@ class Clock:
     """A training step was dispatched; `output`, an array it returns, is ready once it has run."""
     self._completions.watch(output)
 
-  def settle_input(self) -> float:
-    """Moves the device-idle part of the waits for input since the last call to `input`; returns those seconds.
+  def settle_input(self) -> None:
+    """Moves the device-idle part of the waits for input since the last call to `input`.
 
     Call it once every dispatched step is known to have completed (after the log step's fetch).
     """
@@ -114,7 +114,6 @@ class Clock:
     self.switch(self._current)  # The waits' time is in the current category's count from here.
     self.seconds['train_step'] -= idle
     self.seconds['input'] += idle
-    return idle
 
   def lap(self) -> dict:
     """Seconds per category since the previous lap (the first: since the clock started)."""
