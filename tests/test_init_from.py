@@ -154,13 +154,18 @@ def test_the_trainer_starts_from_the_folder_and_a_resumed_run_never_reads_it_aga
     assert json.load(f)['initialised_from']['folder'] == copy  # Still where the run came from.
 
 
-def test_a_changed_init_from_may_resume(source, data_dir, tmp_path):
-  """init_from is declared free to change on resume; a run that had none may be resumed with one named."""
+def test_a_changed_init_from_may_resume(source, data_dir, tmp_path, capsys):
+  """init_from is declared free to change on resume; a run that had none may be resumed with one named,
+  which is never read: the run trains on from its own step 2 (a folder that does not exist would be refused)."""
   workdir = str(tmp_path / 'run')
   shutil.copytree(source, workdir)
-  os.remove(os.path.join(workdir, 'results.json'))
-  train.train_and_evaluate(sr_config(data_dir, init_from='/no/such/folder', num_train_steps=2), workdir)
-  assert not os.path.exists(os.path.join(workdir, 'checkpoints', '3'))
+  train.train_and_evaluate(sr_config(data_dir, init_from='/no/such/folder', num_train_steps=3), workdir)
+  out = capsys.readouterr().out
+  assert 'resuming at step 2 (init_from is not read: a resumed run continues from its own checkpoint)' in out
+  assert checkpointed_state(workdir)['step'] == 3
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['config']['init_from'] == '/no/such/folder' and 'initialised_from' not in results
 
 
 @pytest.mark.parametrize('path, message', [
