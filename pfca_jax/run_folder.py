@@ -35,11 +35,19 @@ def checkpoint_steps(workdir: str) -> list[int]:
                 if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
 
 
+def _refuse_url(path: str, what: str) -> None:
+  """os.path takes 's3://b/run' for the local folder './s3:/b/run': a URL is refused, as the trainer does."""
+  if '://' in path:  # Only then: the check's module imports JAX, which refusing a plain path needs not.
+    from pfca_jax.train.validation import check_local_path
+    check_local_path(path, what)
+
+
 def open_run(workdir: str, task: str | None = None):
   """The ConfigDict of a training workdir of `task` (None: either task) that holds a checkpoint, or a one-line
   UserError."""
   if not workdir:
     raise UserError('--workdir is required: the folder of a training run (with config.json and checkpoints/)')
+  _refuse_url(workdir, '--workdir')
   if not os.path.isdir(workdir):
     raise UserError(f'workdir {workdir!r} does not exist' if not os.path.exists(workdir)
                     else f'workdir {workdir!r} is not a folder')
@@ -171,6 +179,7 @@ def check_new_folder(out: str) -> str:
   """The absolute path of `out`, refused when it already holds anything (nothing is ever overwritten)."""
   if not out:
     raise UserError('--out is required: the folder to write the converted weights to')
+  _refuse_url(out, '--out')
   path = os.path.abspath(os.path.expanduser(out))
   if os.path.isfile(path):
     raise UserError(f'--out={out!r} is a file; give a new folder')
