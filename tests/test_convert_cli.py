@@ -1,6 +1,7 @@
 """python -m pfca_jax.convert on real runs: to_torch of a CIFAR ResNet-20 and of an MSRResNet x2 that kept a
-moving average, loaded into the PyTorch definitions; from_torch of the exported file, then predict on the
-folder; and every mistake refused with one `error:` line, exit status 2 and nothing written.
+moving average, loaded into the tests' own PyTorch definitions (tests/torch_definitions.py, independent of
+the converter's copy); from_torch of the exported file, then predict on the folder; and every mistake
+refused with one `error:` line, exit status 2 and nothing written.
 
 The commands run as forks of one pre-imported process (tests/fork_server.py), as in test_bad_inputs.py.
 Skipped without PyTorch, which reading and writing .pth files needs.

@@ -1,7 +1,9 @@
 """PyTorch parity of pfca_jax.convert: the reference networks and ours compute the same from converted weights.
 
-References: torchvision's ResNets, the CIFAR ResNets of SimAM's reference code and BasicSR's MSRResNet
-(the last two written out in tests/torch_definitions.py under their own module names). Every network
+References: torchvision's ResNets, the CIFAR ResNets of SimAM's reference code, BasicSR's MSRResNet, and
+PFCA and SimAM from their formulas (all but torchvision's written out in tests/torch_definitions.py from
+the references, under their module names, sharing no code with pfca_jax: not the converter's own copy in
+pfca_jax.convert.torch_models, which a mistake shared with our models would pass). Every network
 gets random weights and BN statistics (`torch_definitions.randomise`), runs in eval mode in float32 on
 the same input (NCHW there, NHWC here), and must agree to max |ours - torch| / max |torch| <= 1e-4.
 `pytest -s` prints each ratio, next to PyTorch's own float32 error against float64 for scale.
