@@ -1,7 +1,8 @@
 """Runs command-line modules (`python -m pfca_jax.main ...`) many times fast: a server process imports
 jax and TensorFlow once (starting no JAX backend) and forks a child per request, which runs the module
 as `__main__` as `python -m` would, with fresh absl flags (they cannot be parsed twice in one process:
-the --config.FIELD flags are registered by the first parse). Used by test_bad_inputs.py.
+the --config.FIELD flags are registered by the first parse). Used by test_bad_inputs.py, test_convert_cli.py
+and test_exit_statuses.py, which has the server send the child a signal once a line it waits for is printed.
 """
 
 import json
@@ -60,10 +61,18 @@ def _fork(request: dict) -> dict:
   if pid == 0:
     _child(request)
   deadline = time.monotonic() + request.get('timeout', CASE_TIMEOUT_S)
+  # [text, signal number]: sent once, when the text first appears in the child's stdout. Sent from here, not
+  # from the test, as the server alone knows the child's pid.
+  pending = request.get('signal_after')
   while True:
     done, status = os.waitpid(pid, os.WNOHANG)
     if done:
-      return {'rc': os.waitstatus_to_exitcode(status)}
+      return {'rc': os.waitstatus_to_exitcode(status), 'signalled': bool(request.get('signal_after')) and not pending}
+    if pending and os.path.exists(request['stdout']):  # The child creates it.
+      with open(request['stdout'], errors='replace') as f:
+        if pending[0] in f.read():
+          os.kill(pid, pending[1])
+          pending = None
     if time.monotonic() > deadline:
       os.kill(pid, signal.SIGKILL)
       os.waitpid(pid, 0)
@@ -101,12 +110,21 @@ class Server:
     self.process.stdin.flush()
     return json.loads(self.process.stdout.readline())
 
-  def run(self, module: str, argv: list[str], cwd: str, log: str) -> tuple[int | None, str, str]:
-    """(exit status or None if it timed out, stdout, stderr); the outputs are kept in log.stdout, log.stderr."""
+  def run(self, module: str, argv: list[str], cwd: str, log: str, *, signal_after: tuple[str, int] | None = None,
+          timeout: float = CASE_TIMEOUT_S) -> tuple[int | None, str, str]:
+    """(exit status or None if it timed out, stdout, stderr); the outputs are kept in log.stdout, log.stderr.
+
+    signal_after=(text, signum): the child is sent that signal once text appears in its stdout (asserted to
+    have happened, so that a run that ends before the text cannot pass for one that was stopped)."""
     out, err = log + '.stdout', log + '.stderr'
-    result = self._request({'module': module, 'argv': argv, 'cwd': cwd, 'stdout': out, 'stderr': err})
+    request = {'module': module, 'argv': argv, 'cwd': cwd, 'stdout': out, 'stderr': err, 'timeout': timeout}
+    if signal_after is not None:
+      request['signal_after'] = list(signal_after)
+    result = self._request(request)
     with open(out) as f, open(err) as g:
-      return result['rc'], f.read(), g.read()
+      out_text, err_text = f.read(), g.read()
+    assert signal_after is None or result['signalled'], f'{signal_after[0]!r} never printed:\n{out_text[-3000:]}'
+    return result['rc'], out_text, err_text
 
   def run_code(self, code: str, cwd: str) -> dict:
     return self._request({'code': code, 'cwd': cwd, 'stdout': f'{cwd}/setup.stdout', 'stderr': f'{cwd}/setup.stderr',
