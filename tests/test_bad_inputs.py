@@ -408,19 +408,6 @@ def test_help_is_printed_with_status_0(module, command, usage, paths, server):
 
 # --- Accepted inputs: what they become -------------------------------------------------------------
 
-def test_palette_and_16_bit_pngs_are_converted_to_8_bit_rgb(paths):
-  from PIL import Image
-  from pfca_jax import image_io
-  palette = image_io.read_image(os.path.join(paths['images'], 'palette.png'))
-  np.testing.assert_array_equal(palette.rgb, np.asarray(Image.open(os.path.join(paths['images'], 'palette.png'))
-                                                        .convert('RGB')))
-  assert any('palette' in n for n in palette.notes)
-  gray16 = image_io.read_image(os.path.join(paths['images'], 'gray16.png'))
-  values = np.asarray(Image.open(os.path.join(paths['images'], 'gray16.png')))
-  np.testing.assert_array_equal(gray16.rgb, np.repeat(np.round(values / 257.0).astype(np.uint8)[..., None], 3, -1))
-  assert any('16-bit grayscale' in n for n in gray16.notes)
-
-
 def test_a_one_pixel_image_is_upscaled(paths):
   import jax
   from pfca_jax import image_io, models
