@@ -1,5 +1,6 @@
 """Faults a long run meets, each injected for real: damaged checkpoints, a state that overflows, a disk that
-fills during a save, a stop request during evaluation. Nothing trained is lost, and each ends in one line.
+fills during a save, a stop request during a classification or super-resolution evaluation. Nothing trained
+is lost, and each ends in one line.
 
 Data comes from the project's fake TFDS writer rather than tfds.testing.mock_data, whose global patch of
 epath would redirect the rename that ends an asynchronous save: these tests save asynchronously, as
@@ -17,11 +18,15 @@ import sys
 import jax
 import numpy as np
 import pytest
+import skimage.data
+import tiny_sr
 from conftest import REPO, checkpointed_state, load_repo_module
 
 from pfca_jax import train
 from pfca_jax.data import classification as data
 from pfca_jax.data import fake_data
+from pfca_jax.data import super_resolution as sr_data
+from pfca_jax.imresize import imresize
 from pfca_jax.train import checkpointing, reporting, run_identity, steps
 from pfca_jax.train.validation import UserError
 
@@ -182,32 +187,56 @@ def test_a_save_that_fails_ends_in_one_line_with_the_older_checkpoints_and_logs_
   assert os.listdir(checkpoints) == ['2']
 
 
-def test_sigterm_during_evaluation_stops_it_and_the_resumed_run_evaluates_that_step_first(data_dir, tmp_path,
+@pytest.fixture(scope='module')
+def div2k_dir(tmp_path_factory):
+  """tiny_sr's fake DIV2K x2 with three validation images instead of one: a stop after the first leaves two."""
+  path = str(tmp_path_factory.mktemp('div2k'))
+  photo = skimage.data.coffee()
+  crops = [np.ascontiguousarray(photo[y:y + 32, x:x + 40]) for y, x in ((100, 200), (150, 60), (220, 300))]
+  pairs = [(imresize(hr, 0.5), hr) for hr in crops]
+  fake_data.write_fake_div2k(path, 2, {'train': pairs * 3, 'validation': pairs}, num_shards=1)
+  return path
+
+
+def signalled_at_second(items, served: list, first_run: list):
+  """The items, SIGTERM sent to this process before the second is handed out, in the first evaluation only."""
+  for i, item in enumerate(items):
+    if i == 1 and first_run[0]:  # The preemption notice arrives during the first evaluation.
+      first_run[0] = False
+      os.kill(os.getpid(), signal.SIGTERM)
+    served.append(i)
+    yield item
+
+
+# Classification checks for a stop between batches, super-resolution between images (docs/training.md).
+@pytest.mark.parametrize('task', ['classification', 'super_resolution'])
+def test_sigterm_during_evaluation_stops_it_and_the_resumed_run_evaluates_that_step_first(task, request, tmp_path,
                                                                                          monkeypatch):
-  original, served, first_run = data.eval_iterator, [], [True]
+  served, first_run = [], [True]
+  intervals = dict(num_train_steps=6, eval_every_steps=2, checkpoint_every_steps=6)
+  if task == 'classification':
+    original = data.eval_iterator
 
-  def signalled(config, info):
-    batches, num_steps = original(config, info)
-
-    def serve():
-      for i, batch in enumerate(batches):
-        if i == 1 and first_run[0]:  # The preemption notice arrives during the first evaluation.
-          first_run[0] = False
-          os.kill(os.getpid(), signal.SIGTERM)
-        served.append(i)
-        yield batch
-    return serve(), num_steps
-
-  monkeypatch.setattr(data, 'eval_iterator', signalled)
+    def batches(config, info):
+      items, num_steps = original(config, info)
+      return signalled_at_second(items, served, first_run), num_steps
+    monkeypatch.setattr(data, 'eval_iterator', batches)
+    config, counted, items = tiny(request.getfixturevalue('data_dir'), **intervals), 'eval/test/examples', 5
+    size = 40  # Examples: 5 batches of 8.
+  else:
+    original = sr_data.eval_images
+    monkeypatch.setattr(sr_data, 'eval_images',
+                        lambda *args, **kwargs: signalled_at_second(original(*args, **kwargs), served, first_run))
+    config, counted, items = tiny_sr.config(request.getfixturevalue('div2k_dir'), **intervals), 'eval/div2k/images', 3
+    size = items
   workdir = str(tmp_path / 'run')
-  config = tiny(data_dir, num_train_steps=6, eval_every_steps=2, checkpoint_every_steps=6)
   with pytest.raises(checkpointing.TrainingStopped,
                      match=r'SIGTERM: checkpoint of step 2 saved .* \(the evaluation it interrupted runs first\)'):
     train.train_and_evaluate(config, workdir)
-  assert len(served) < 5  # Of the 5 evaluation batches, the rest were never evaluated.
+  assert len(served) < items  # The rest were never evaluated.
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['2']
   served.clear()
   train.train_and_evaluate(config, workdir)
   evals = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
-  evals = [(r['step'], r['eval/test/examples']) for r in evals if 'eval/test/examples' in r]
-  assert evals == [(2, 40), (4, 40), (6, 40)]
+  evals = [(r['step'], r[counted]) for r in evals if counted in r]
+  assert evals == [(2, size), (4, size), (6, size)]
