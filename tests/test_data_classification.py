@@ -153,17 +153,6 @@ def test_one_epoch_is_a_permutation_of_the_share_and_epochs_differ(cifar_dir):
   assert first != second
 
 
-def test_processes_read_disjoint_equal_shares(cifar_dir):
-  cfg = config('cifar100', cifar_dir, batch_size=6)
-  info = data.dataset_info(cfg)
-  spe = data.steps_per_epoch(info, cfg, process_count=3)  # 16 examples each, batches of 2
-  assert spe == 8
-  shares = [set(labels_of(take(data.train_iterator(cfg, info, process_index=p, process_count=3), spe)))
-            for p in range(3)]
-  assert [len(s) for s in shares] == [16] * 3
-  assert not (shares[0] & shares[1] or shares[0] & shares[2] or shares[1] & shares[2])
-
-
 def test_same_seed_same_batches_other_seed_other_order(cifar_dir):
   info = data.dataset_info(config('cifar100', cifar_dir))
   run = lambda seed: take(data.train_iterator(config('cifar100', cifar_dir, seed=seed), info), 3)
