@@ -167,12 +167,8 @@ def test_digits_quickstart_through_the_command_line(data_dir, tmp_path):
                      'one would continue a different run:', refused.stderr
   assert lines[1:-1] == ['  base_learning_rate: checkpoint 0.1, this run 0.05']
   assert open(os.path.join(workdir, 'pfca', 'results.json')).read() == results
-
-  for wrong, message in (('--config.model.attention=pcfa', "--config.model.attention='pcfa': unknown attention"),
-                         ('--config.compare_attentions=none,se', '--config.model.attention=pfca is not one of')):
-    refused = run_main(*args, wrong, '--config.model.attention=pfca' if 'compare' in wrong else '--config.seed=0')
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith('error: ' + message), \
-        refused.stderr[-2000:]
+  # A misspelt attention is refused through the command in test_bad_inputs.py's table; one that is not among
+  # those compared, in test_an_explicit_attention_is_compared_with_the_baseline_or_refused.
 
 
 def test_sr_quickstart_scores_every_held_out_photo_against_bicubic(data_dir, tmp_path):
