@@ -5,64 +5,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from attention_references import np_eca, np_pfca, np_se, np_simam, random_map, sigmoid
 
 from pfca_jax.models import attention as att
-
-
-def sigmoid(z):
-  return 1.0 / (1.0 + np.exp(-z))
-
-
-def np_pfca(x, lam=1e-4, variance='unbiased'):
-  x = np.asarray(x, np.float64)
-  u = x.mean(axis=(1, 2))                                   # (N, C)
-  mu = u.mean(axis=1, keepdims=True)
-  ddof = 1 if variance == 'unbiased' else 0
-  var = u.var(axis=1, ddof=ddof, keepdims=True)
-  e = (u - mu) ** 2 / (4 * (var + lam)) + 0.5
-  return x * sigmoid(e)[:, None, None, :]
-
-
-def np_simam(x, lam=1e-4):
-  x = np.asarray(x, np.float64)
-  n = x.shape[1] * x.shape[2] - 1
-  d = (x - x.mean(axis=(1, 2), keepdims=True)) ** 2
-  e = d / (4 * (d.sum(axis=(1, 2), keepdims=True) / n + lam)) + 0.5
-  return x * sigmoid(e)
-
-
-def np_se(x, p):
-  x = np.asarray(x, np.float64)
-  s = x.mean(axis=(1, 2))
-  h = np.maximum(s @ np.asarray(p['fc1']['kernel'], np.float64) + np.asarray(p['fc1']['bias']), 0)
-  a = sigmoid(h @ np.asarray(p['fc2']['kernel'], np.float64) + np.asarray(p['fc2']['bias']))
-  return x * a[:, None, None, :]
-
-
-def np_eca(x, kernel):
-  x = np.asarray(x, np.float64)
-  w = np.asarray(kernel, np.float64).reshape(-1)
-  k, c = len(w), x.shape[-1]
-  s = np.pad(x.mean(axis=(1, 2)), ((0, 0), ((k - 1) // 2, (k - 1) // 2)))
-  # Cross-correlation, as PyTorch's Conv1d computes it.
-  a = np.stack([(s[:, i:i + k] * w).sum(axis=1) for i in range(c)], axis=1)
-  return x * sigmoid(a)[:, None, None, :]
 
 
 SHAPES = [(2, 7, 5, 16), (1, 8, 8, 3), (3, 1, 1, 4), (1, 1, 1, 2), (4, 6, 9, 64)]
 
 
-def _random(shape, seed=0, dtype=jnp.float32):
-  # A per-channel offset makes channel means differ, so the attention is not trivially uniform.
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=shape) + rng.normal(size=shape[-1]) * 2
-  return jnp.asarray(x, dtype)
-
-
 @pytest.mark.parametrize('shape', SHAPES)
 @pytest.mark.parametrize('variance', att.VARIANCES)
 def test_pfca_matches_numpy_float32(shape, variance):
-  x = _random(shape)
+  x = random_map(shape)
   module = att.PFCA(variance=variance)
   y = module.apply({}, x)
   assert y.dtype == jnp.float32 and y.shape == shape
@@ -70,7 +24,7 @@ def test_pfca_matches_numpy_float32(shape, variance):
 
 
 def test_pfca_variance_modes_differ_and_lam_matters():
-  x = _random((2, 4, 4, 8))
+  x = random_map((2, 4, 4, 8))
   unbiased = att.PFCA().apply({}, x)
   biased = att.PFCA(variance='biased').apply({}, x)
   assert not np.allclose(unbiased, biased)
@@ -80,7 +34,7 @@ def test_pfca_variance_modes_differ_and_lam_matters():
 @pytest.mark.parametrize('shape', SHAPES)
 @pytest.mark.parametrize('variance', att.VARIANCES)
 def test_pfca_bfloat16(shape, variance):
-  x = _random(shape, dtype=jnp.bfloat16)
+  x = random_map(shape, dtype=jnp.bfloat16)
   y = att.PFCA(variance=variance).apply({}, x)
   assert y.dtype == jnp.bfloat16
   ref = np_pfca(np.asarray(x, np.float32), variance=variance)
@@ -105,7 +59,7 @@ def test_pfca_statistics_are_float32_under_bfloat16():
 
 
 def test_pfca_has_no_params_and_no_state():
-  variables = att.PFCA().init(jax.random.key(0), _random((2, 4, 4, 8)))
+  variables = att.PFCA().init(jax.random.key(0), random_map((2, 4, 4, 8)))
   assert variables.get('params', {}) == {}
   assert jax.tree_util.tree_leaves(variables) == []
 
@@ -113,7 +67,7 @@ def test_pfca_has_no_params_and_no_state():
 @pytest.mark.parametrize('shape', [(2, 5, 3, 6), (1, 1, 1, 2)])
 def test_pfca_gradients_finite_including_constant_input(shape):
   f = lambda x: jnp.sum(att.PFCA().apply({}, x) ** 2)
-  for x in (_random(shape), jnp.ones(shape), jnp.zeros(shape)):
+  for x in (random_map(shape), jnp.ones(shape), jnp.zeros(shape)):
     g = jax.grad(f)(x)
     chex.assert_tree_all_finite(g)
     assert g.shape == shape
@@ -148,18 +102,18 @@ def test_every_attention_checks_layout_and_channels(name):
 
 @pytest.mark.parametrize('shape', [(2, 7, 5, 16), (1, 8, 8, 3), (3, 2, 1, 4)])
 def test_simam_matches_numpy(shape):
-  x = _random(shape)
+  x = random_map(shape)
   np.testing.assert_allclose(att.SimAM().apply({}, x), np_simam(x), rtol=2e-5, atol=1e-6)
   assert att.SimAM().init(jax.random.key(0), x) == {}
 
 
 def test_simam_one_by_one_map_is_finite():
-  x = _random((2, 1, 1, 5))
+  x = random_map((2, 1, 1, 5))
   np.testing.assert_allclose(att.SimAM().apply({}, x), np.asarray(x) * sigmoid(0.5), rtol=1e-6)
 
 
 def test_simam_bfloat16():
-  x = _random((2, 6, 5, 8), dtype=jnp.bfloat16)
+  x = random_map((2, 6, 5, 8), dtype=jnp.bfloat16)
   y = att.SimAM().apply({}, x)
   assert y.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y, np.float32), np_simam(np.asarray(x, np.float32)), rtol=1.6e-2, atol=1e-2)
@@ -167,7 +121,7 @@ def test_simam_bfloat16():
 
 @pytest.mark.parametrize('c', [16, 64, 256])
 def test_se_matches_numpy_and_counts(c):
-  x = _random((2, 5, 4, c))
+  x = random_map((2, 5, 4, c))
   module = att.SE()
   variables = module.init(jax.random.key(1), x)
   p = variables['params']
@@ -195,7 +149,7 @@ def test_eca_kernel_size(c, k):
 
 @pytest.mark.parametrize('c', [16, 128, 2048])
 def test_eca_matches_numpy(c):
-  x = _random((2, 3, 4, c))
+  x = random_map((2, 3, 4, c))
   module = att.ECA()
   p = module.init(jax.random.key(0), x)['params']
   k = att.eca_kernel_size(c)
@@ -206,7 +160,7 @@ def test_eca_matches_numpy(c):
 
 
 def test_identity_is_identity():
-  x = _random((2, 3, 3, 4))
+  x = random_map((2, 3, 3, 4))
   assert att.Identity().init(jax.random.key(0), x) == {}
   np.testing.assert_array_equal(att.Identity().apply({}, x), x)
 
@@ -221,5 +175,5 @@ def test_registry_names_and_errors():
   with pytest.raises(ValueError, match='lam=-1'):
     att.get_attention('simam', {'lam': -1})
   factory = att.get_attention('pfca', {'lam': 0.5, 'variance': 'biased'})
-  x = _random((2, 3, 3, 4))
+  x = random_map((2, 3, 3, 4))
   np.testing.assert_allclose(factory().apply({}, x), np_pfca(x, lam=0.5, variance='biased'), rtol=2e-5, atol=1e-6)

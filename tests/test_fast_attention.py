@@ -5,27 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from attention_references import np_pfca, random_map, sigmoid
 
 from pfca_jax.models import attention as att
 from pfca_jax.models.fast import attention as fast
-
-
-def sigmoid(z):
-  return 1.0 / (1.0 + np.exp(-z))
-
-
-def np_pfca(x, lam=1e-4, variance='unbiased'):
-  x = np.asarray(x, np.float64)
-  u = x.mean(axis=(1, 2))
-  d = (u - u.mean(axis=1, keepdims=True)) ** 2
-  var = u.var(axis=1, ddof=1 if variance == 'unbiased' else 0, keepdims=True)
-  return x * sigmoid(d / (4 * (var + lam)) + 0.5)[:, None, None, :]
-
-
-def _random(shape, seed=0, dtype=jnp.float32):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=shape) + rng.normal(size=shape[-1]) * 2
-  return jnp.asarray(x, dtype)
 
 
 def test_every_attention_has_a_fast_version_with_the_same_fields():
@@ -38,7 +21,7 @@ def test_every_attention_has_a_fast_version_with_the_same_fields():
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize('name', list(att.ATTENTIONS))
 def test_fast_equals_definition_without_bias(name, dtype):
-  x = _random((2, 5, 4, 16), dtype=dtype)
+  x = random_map((2, 5, 4, 16), dtype=dtype)
   definition = att.ATTENTIONS[name](channels=16)
   module = fast.FAST_VERSIONS[att.ATTENTIONS[name]](channels=16)
   variables = definition.init(jax.random.key(1), x)
@@ -81,7 +64,7 @@ def test_pfca_derivatives_match_textbook_form(variance):
     return x * jax.nn.sigmoid(d / (4 * (var + 1e-4)) + 0.5)[:, None, None, :]
 
   module = lambda x: fast.PFCA(variance=variance).apply({}, x)
-  x, weights, direction = (_random((2, 5, 4, 16), seed) for seed in (0, 1, 2))
+  x, weights, direction = (random_map((2, 5, 4, 16), seed) for seed in (0, 1, 2))
   grads = [jax.grad(lambda x: jnp.vdot(f(x), weights))(x) for f in (module, textbook)]
   tangents = [jax.jvp(f, (x,), (direction,))[1] for f in (module, textbook)]
   # The attention's share of the gradient must be visible: not just x's own scaling.
@@ -94,7 +77,7 @@ def test_pfca_weights_derivative_packs_its_sums_over_channels():
   # The written-out derivative takes its sums over C two at a time: three reductions in a forward and
   # backward pass. JAX's own derivative of the same formula took six, and XLA runs each as a separate
   # small step on the CPU.
-  u, g = _random((4, 32), 0), _random((4, 32), 1)
+  u, g = random_map((4, 32), 0), random_map((4, 32), 1)
   for variance in att.VARIANCES:
     jaxpr = jax.make_jaxpr(lambda u, g: jax.vjp(lambda u: fast.pfca_weights(u, 1e-4, variance), u)[1](g))(u, g)
     assert str(jaxpr).count('reduce_sum') <= 3
@@ -104,7 +87,7 @@ def test_pfca_weights_derivative_packs_its_sums_over_channels():
 def test_folded_bias_equals_added_bias(name):
   # fast(x, bias=b) must be the definition's module(x + b), with the same derivatives for x, b and the
   # parameters: the fast layer passes MSRResNet's conv2 bias this way.
-  x = 2.0 * _random((2, 5, 4, 8)) + 1.0
+  x = 2.0 * random_map((2, 5, 4, 8)) + 1.0
   bias = jax.random.normal(jax.random.key(7), (8,))
   definition = att.ATTENTIONS[name](channels=8)
   module = fast.FAST_VERSIONS[att.ATTENTIONS[name]](channels=8)
@@ -119,7 +102,7 @@ def test_folded_bias_equals_added_bias(name):
 
 
 def test_folded_bias_in_bfloat16_keeps_dtypes():
-  x = _random((2, 4, 4, 8)).astype(jnp.bfloat16)
+  x = random_map((2, 4, 4, 8)).astype(jnp.bfloat16)
   bias = jax.random.normal(jax.random.key(7), (8,))  # A float32 parameter, as the convolution's.
   y, vjp = jax.vjp(lambda x, b: fast.PFCA().apply({}, x, bias=b), x, bias)
   assert y.dtype == jnp.bfloat16
@@ -130,7 +113,7 @@ def test_folded_bias_in_bfloat16_keeps_dtypes():
 
 
 def test_folded_bias_has_forward_mode_derivatives():
-  x = _random((2, 4, 3, 6))
+  x = random_map((2, 4, 3, 6))
   bias = jax.random.normal(jax.random.key(7), (6,))
   tangents = (jax.random.normal(jax.random.key(8), x.shape), jax.random.normal(jax.random.key(9), (6,)))
   folded = jax.jvp(lambda x, b: fast.PFCA().apply({}, x, bias=b), (x, bias), tangents)
