@@ -1,5 +1,6 @@
 """Four processes as four hosts: launched as srun launches them, a lost, a preempted and a stuck process each
-end the job as documented (docs/clusters.md), and every rerun resumes to the bit.
+end the job as documented (docs/clusters.md), and every rerun resumes to the bit. Two processes: a preemption
+notice to one during an evaluation stops both at the same step boundary, once the evaluation has ended.
 
 The jobs are experiments/multihost_faults.py's (the quick start's ResNet-20 on the digits, 4 processes x 2
 simulated devices). One slow test runs them as a chain on one workdir, each fault resumed by the next job,
@@ -17,7 +18,7 @@ from conftest import COMPILE_QUICKLY, load_repo_module
 
 from pfca_jax.cli import cluster
 from pfca_jax.errors import UserError
-from pfca_jax.train import config_defaults, watchdog
+from pfca_jax.train import checkpointing, config_defaults, watchdog
 
 faults = load_repo_module('experiments/multihost_faults.py')
 kill_resume = load_repo_module('experiments/kill_resume.py')
@@ -190,3 +191,32 @@ def test_a_second_job_on_a_live_jobs_workdir_is_refused_in_one_line(tmp_path):
   # The killed job's marker is stale: its rerun trains.
   third = faults.Job(setup, workdir)
   assert third.wait(300) and third.statuses() == [0], third.error_lines(0)
+
+
+@pytest.mark.slow  # Two processes training side by side.
+def test_a_notice_to_one_process_stops_both_at_one_step_boundary_after_the_evaluation_running_ends(tmp_path):
+  # Evaluations at steps 3, 6, ...; checkpoints only at the stop (every 100 steps otherwise).
+  setup = faults.Setup(str(tmp_path), os.environ['JAX_COMPILATION_CACHE_DIR'], steps=20, checkpoint_every=100,
+                       eval_every=3, processes=2, devices=1, xla_flags=COMPILE_QUICKLY)
+  setup.prepare_data()
+  workdir = str(tmp_path / 'run')
+  # Both processes spend 5 s at the start of the evaluation of step 3: the notice, to process 1 alone, lands in it.
+  # A short step timeout: a process left stepping alone (the stop not agreed) ends the job in seconds.
+  job = faults.Job(setup, workdir, extra=('--config.step_timeout_s=20',),
+                   env_of=lambda i: {'PFCA_JAX_FAULT': 'all:eval:3:stall:5'})
+  wait_for_step(job, 3)
+  os.kill(job.procs[1].pid, signal.SIGTERM)
+  assert job.wait(setup.run_timeout) and job.statuses() == [143] * 2, [job.error_lines(i) for i in range(2)]
+  # Both were at step 3's boundary when the notice came: they agree on the next one, 4, and each saves its share of
+  # that step's checkpoint (a process stopping at another step would leave the collective save, or a step, waiting).
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  assert job.text(0, 'out').strip().splitlines()[-1] == (
+      f'preemption: checkpoint of step 4 saved in {checkpoints}; rerun the same command to resume')
+  assert os.listdir(checkpoints) == ['4']
+  assert sorted(os.listdir(os.path.join(checkpoints, '4', 'state', 'array_metadatas'))) == ['process_0', 'process_1']
+  # The evaluation the notice came in ran to its end (all 360 test digits), so none is left for the resumed run.
+  logged = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [(r['step'], r['eval/test/examples']) for r in logged if 'eval/test/examples' in r] == [(3, 360)]
+  assert logged[-1]['step'] == 4
+  assert 'pending_eval' not in checkpointing.read_latest_meta(workdir)[1]
+  assert not any(job.error_lines(i) or job.noise(i) for i in range(2)), [job.error_lines(i) for i in range(2)]
