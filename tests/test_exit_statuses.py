@@ -63,8 +63,8 @@ def test_a_signal_checkpoints_the_step_it_stopped_at_and_exits_128_plus_its_numb
                       r'rerun the same command to resume', out.strip().splitlines()[-1])
   assert said, out[-2000:]
   stopped = int(said[1])
-  # Step 2 was logged before the signal; the stop comes at a step boundary after it, long before the end.
-  assert 2 <= stopped < STEPS
+  # Step 2's line comes after that step's stop check: the stop comes at a later step boundary, long before the end.
+  assert 2 < stopped < STEPS
   assert checkpoint_steps(workdir) == [stopped]
   assert json.loads(open(os.path.join(workdir, 'metrics.jsonl')).read().splitlines()[-1])['step'] == stopped
   # An unfinished run: no results.json (written at the end), and no error line: the stop is not a failure.
