@@ -75,10 +75,12 @@ def main(argv):
           raise UserError(f'--config.{field} has no effect here: the grid trains the attentions of --attentions='
                           f'{_ATTENTIONS.value}; put the attentions there')
       name = _NAME.value or _default_name()
-      results_dir = os.path.abspath(_RESULTS_DIR.value)
-      os.makedirs(results_dir, exist_ok=True)
-      if not os.access(results_dir, os.W_OK):
-        raise UserError(f'--results_dir={_RESULTS_DIR.value}: {results_dir} is not writable')
+      # Checked, not created: a refused command (e.g. --seeds=0, refused by run_grid) leaves no folder behind.
+      results_dir = existing = os.path.abspath(_RESULTS_DIR.value)
+      while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+      if not (os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)):
+        raise UserError(f'--results_dir={_RESULTS_DIR.value}: {existing} is not a folder this user may write in')
       workdir = check_workdir(_WORKDIR.value or os.path.join('runs', 'ablation', name))
       log = lambda s: print(s, flush=True) if jax.process_index() == 0 else None
       runs = ablation.run_grid(_CONFIG.value, workdir, attentions, _SEEDS.value, log=log)

@@ -1,6 +1,6 @@
 """Runs command-line modules (`python -m pfca_jax.main ...`) many times fast: a server process imports
 jax and TensorFlow once (starting no JAX backend) and forks a child per request, which runs the module
-as `__main__` as `python -m` would, with fresh absl flags (they cannot be parsed twice in one process:
+as `__main__` as `python -m` would (or a script of the repository, as `python script.py` would), with fresh absl flags (they cannot be parsed twice in one process:
 the --config.FIELD flags are registered by the first parse). Used by test_bad_inputs.py, test_convert_cli.py
 and test_exit_statuses.py, which has the server send the child a signal once a line it waits for is printed.
 """
@@ -19,12 +19,16 @@ CASE_TIMEOUT_S = 60
 
 
 def _run_module(module: str, argv: list[str]) -> int:
-  """What `python -m module argv...` does after start-up, as an exit status."""
+  """What `python -m module argv...` (or `python script.py argv...` for a module ending in .py, a path relative
+  to the repository) does after start-up, as an exit status."""
   sys.argv = [module, *argv]
   # As in a fresh interpreter, the module is not imported yet (runpy would warn on stderr that it is).
   sys.modules.pop(module, None)
   try:
-    runpy.run_module(module, run_name='__main__', alter_sys=True)
+    if module.endswith('.py'):
+      runpy.run_path(os.path.join(REPO, module), run_name='__main__')
+    else:
+      runpy.run_module(module, run_name='__main__', alter_sys=True)
     return 0
   except SystemExit as e:
     if e.code is None or isinstance(e.code, int):

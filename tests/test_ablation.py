@@ -63,19 +63,7 @@ def run_cli(*args, timeout=600):
                         text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize('args,message', [
-    (['--attentions=pfca,cbam'], "error: --attentions='pfca,cbam': cbam is not valid"),
-    (['--seeds=0'], 'error: --seeds=0 must be at least 1'),
-    (['--config.no_such_field=1'], "error: unknown config field 'no_such_field'"),
-    (['--config.model.attention=se'], 'error: --config.model.attention has no effect here: the grid trains the '
-                                      'attentions of --attentions=none,pfca,se,eca,simam'),
-    (['--attention=se'], 'error: unknown flag --attention; the flags are --config, --seeds, --attentions, --workdir'),
-])
-def test_mistakes_end_in_one_line_before_training(args, message, tmp_path):
-  done = run_cli('--config=configs/quickstart.py', f'--workdir={tmp_path}/runs', *args, timeout=120)
-  lines = done.stderr.splitlines()
-  assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), done.stderr[-2000:]
-  assert not os.path.exists(tmp_path / 'runs' / 'none')
+# Its mistakes are refused through the command in test_bad_inputs.py's table (the ablation_* cases).
 
 
 @pytest.mark.slow

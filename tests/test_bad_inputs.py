@@ -205,6 +205,18 @@ CASES = [
          ('unknown flag --model', 'the flags of python -m pfca_jax.convert to_torch are --workdir, --out')),
     Case('convert_bad_value', 'pfca_jax.convert', 'from_torch --file={ok_png} --model=msrresnet --scale=two '
          '--out={case}/o', ('--scale', "'two'")),
+    # experiments/ablation.py: its own flags, and the config fields the grid sets itself.
+    *[Case(f'ablation_{id}', 'experiments/ablation.py',
+           f'--config={{quick}} --workdir={{wd}} --results_dir={{case}}/results {args}', named)
+      for id, args, named in [
+          ('bad_attention', '--attentions=pfca,cbam', ("--attentions='pfca,cbam': cbam is not valid",)),
+          ('no_seeds', '--seeds=0', ('--seeds=0 must be at least 1',)),
+          ('unknown_field', '--config.no_such_field=1', ("unknown config field 'no_such_field'",)),
+          ('attention_set_in_config', '--config.model.attention=se',
+           ('--config.model.attention has no effect here: the grid trains the attentions of '
+            '--attentions=none,pfca,se,eca,simam',)),
+          ('unknown_flag', '--attention=se', ('unknown flag --attention', '--config, --seeds, --attentions, --workdir')),
+      ]],
     # pfca_jax.bench and pfca_jax.models.summary: refused before anything compiles.
     Case('bench_unknown_flag', 'pfca_jax.bench', '--bogus=1', ('unknown flag --bogus', '--benchmarks, --attentions')),
     Case('bench_removed_attention', 'pfca_jax.bench', '--attention=pfca',
