@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -79,6 +81,31 @@ def wait_for_step(job, step: int, timeout: float = 300) -> float:
 
 def latest_checkpoint(workdir) -> int:
   return max(int(name) for name in os.listdir(os.path.join(workdir, 'checkpoints')) if name.isdigit())
+
+
+_STEP_CLOCK = """
+import sys, time
+import jax.numpy as jnp
+from pfca_jax.train import watchdog
+watch = watchdog.start(peer_timeout_s=60, step_timeout_s=0.5)
+watch.dispatched(1, jnp.zeros(()))  # The first step: the step clock runs from here.
+if sys.argv[1] == 'ended':
+  watch.steps_ended()
+time.sleep(2.5)  # Five timeouts: what follows a run's last step (results, the others' ends) may be long.
+watch.finish(0)
+print('finished')
+"""
+
+
+@pytest.mark.parametrize('ended', [True, False])
+def test_the_step_clock_stops_for_good_once_the_steps_have_ended(ended):
+  # In a process of its own: a stuck verdict ends the process (os._exit), as it ends a job's.
+  done = subprocess.run([sys.executable, '-c', _STEP_CLOCK, 'ended' if ended else 'running'], capture_output=True,
+                        text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  if ended:
+    assert done.returncode == 0 and done.stdout.strip() == 'finished', done.stderr[-2000:]
+  else:  # The same wait with the clock running is a stuck process: the check above can fail.
+    assert done.returncode == watchdog.STUCK_STATUS and 'no training step completed for 0.5 s' in done.stderr
 
 
 @pytest.mark.slow  # Six jobs of four processes each on 2 cores.

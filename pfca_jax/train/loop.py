@@ -94,9 +94,10 @@ def _train(plan: 'Plan', clock: time_breakdown.Clock) -> dict:
       raise
     finally:
       training.stop_requested.restore_handlers()
-      # Waits for the last save to be complete on every process: healthy however long, so the watchdog's
-      # step clock stops (its step_timeout_s is for steps).
-      with clock.charge('checkpoint'), watchdog.current().paused():
+      # No step follows: the wait for the last save on every process, the results and the other processes'
+      # ends are healthy however long they take (step_timeout_s is for steps).
+      watchdog.current().steps_ended()
+      with clock.charge('checkpoint'):
         checkpoints.close()  # Raises CheckpointSaveFailed if the last save failed...
     record_completion(plan, training, session, reporter, clock.summary())
   finally:

@@ -12,7 +12,8 @@ orchestrator can restart only a job that ends, so here every process runs one da
   each one complete (`jax.Array.is_ready`, no synchronisation). When neither happens for
   `step_timeout_s`, the process is stuck, or waits for one that is. The clock does not run before the
   first step has compiled, during an evaluation or during a checkpoint's blocking save
-  (`Watchdog.paused`), so a healthy but slow compilation, evaluation or save never trips it.
+  (`Watchdog.paused`), nor after the last step (`Watchdog.steps_ended`), so a healthy but slow
+  compilation, evaluation, save or end of the run never trips it.
 - ends the job: the process that finds a fault says so in one line on stderr (the step, the fault,
   the last complete checkpoint), records it in the store, where every other process finds it at its
   next beat and ends with the same status, and leaves with `os._exit`: no traceback, no wait in
@@ -88,6 +89,13 @@ class Watchdog:
       with self._lock:
         self._paused -= 1
         self._last_progress = time.monotonic()
+
+  def steps_ended(self) -> None:
+    """The training loop is over: the step clock stops for good. What follows (the last save's wait, the
+    results, the other processes' ends at JAX's shutdown barrier) is no training step, however long it takes;
+    the beats go on, so a lost process is still found."""
+    with self._lock:
+      self._armed = False
 
   def all_ready(self, name: str) -> None:
     """Waits until every process has come here (through the store: no collective).
@@ -256,6 +264,9 @@ class _Unwatched:
   @contextlib.contextmanager
   def paused(self):
     yield
+
+  def steps_ended(self):
+    pass
 
   def collective_failed(self, error):
     del error
