@@ -67,7 +67,7 @@ def main(argv):
     from pfca_jax.studies import ablation, compare
     from pfca_jax.train.checkpointing import TrainingStopped
     from pfca_jax.errors import UserError
-    from pfca_jax.train.validation import check_workdir
+    from pfca_jax.train.validation import check_workdir, nearest_existing
     try:
       attentions = compare.parse_attentions(_ATTENTIONS.value, '--attentions')
       for field in ('model.attention', 'compare_attentions'):  # Set per run here: an explicit value would be ignored.
@@ -76,9 +76,8 @@ def main(argv):
                           f'{_ATTENTIONS.value}; put the attentions there')
       name = _NAME.value or _default_name()
       # Checked, not created: a refused command (e.g. --seeds=0, refused by run_grid) leaves no folder behind.
-      results_dir = existing = os.path.abspath(_RESULTS_DIR.value)
-      while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+      results_dir = os.path.abspath(_RESULTS_DIR.value)
+      existing = nearest_existing(results_dir)
       if not (os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)):
         raise UserError(f'--results_dir={_RESULTS_DIR.value}: {existing} is not a folder this user may write in')
       workdir = check_workdir(_WORKDIR.value or os.path.join('runs', 'ablation', name))

@@ -58,6 +58,13 @@ def check_local_path(path: str, what: str) -> None:
                     'gcsfuse, and give its mount point)')
 
 
+def nearest_existing(path: str) -> str:
+  """`path` if it exists, else its nearest existing parent: where a folder to be created would be written."""
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
 def check_workdir(workdir: str) -> str:
   """Proves the workdir can be created and written, without creating it; returns its absolute path.
 
@@ -71,9 +78,7 @@ def check_workdir(workdir: str) -> str:
   # saves, the event file, open()): a URL would silently become a local folder named after the scheme.
   check_local_path(workdir, '--workdir')
   path = os.path.abspath(os.path.expanduser(workdir))
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
+  existing = nearest_existing(path)
   if not os.path.isdir(existing):
     what = 'is a file' if existing == path else f'is under {existing}, which is a file'
     raise UserError(f'workdir {path} is not writable: it {what}; give a folder (existing or to be created)')
